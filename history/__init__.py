@@ -1,0 +1,108 @@
+"""perdura.history: the append-only event log (events, payloads, stores).
+
+The bottom layer: it imports nothing from ``engine`` or ``sdk``.
+"""
+
+from ._errors import AppendConflictError as AppendConflictError
+from ._errors import CorruptStoreError as CorruptStoreError
+from ._errors import LeaseLostError as LeaseLostError
+from ._errors import PayloadDecodeError as PayloadDecodeError
+from ._errors import PayloadEncodeError as PayloadEncodeError
+from ._errors import PayloadError as PayloadError
+from ._errors import PerduraError as PerduraError
+from ._errors import RunClosedError as RunClosedError
+from ._errors import RunNotFoundError as RunNotFoundError
+from ._errors import SchemaVersionError as SchemaVersionError
+from ._errors import StoreError as StoreError
+from ._errors import WorkflowAlreadyRunningError as WorkflowAlreadyRunningError
+from ._events import ActivityCompleted as ActivityCompleted
+from ._events import ActivityFailed as ActivityFailed
+from ._events import ActivityHeartbeat as ActivityHeartbeat
+from ._events import ActivityScheduled as ActivityScheduled
+from ._events import ActivityTimedOut as ActivityTimedOut
+from ._events import AnyEvent as AnyEvent
+from ._events import Event as Event
+from ._events import Failure as Failure
+from ._events import Payload as Payload
+from ._events import TimeoutType as TimeoutType
+from ._events import TimerCancelled as TimerCancelled
+from ._events import TimerFired as TimerFired
+from ._events import TimerStarted as TimerStarted
+from ._events import WorkflowCompleted as WorkflowCompleted
+from ._events import WorkflowFailed as WorkflowFailed
+from ._events import WorkflowStarted as WorkflowStarted
+from ._events import decode_event as decode_event
+from ._events import decode_events_json as decode_events_json
+from ._events import encode_event as encode_event
+from ._events import encode_events_json as encode_events_json
+from ._payload import Encoding as Encoding
+from ._payload import PayloadConverter as PayloadConverter
+from ._policy import RetryPolicy as RetryPolicy
+from ._sqlite import SqliteStore as SqliteStore
+from ._store import ActivityTask as ActivityTask
+from ._store import ActivityTaskSpec as ActivityTaskSpec
+from ._store import AppendRequest as AppendRequest
+from ._store import AppendResult as AppendResult
+from ._store import Durability as Durability
+from ._store import RunClaim as RunClaim
+from ._store import RunInfo as RunInfo
+from ._store import RunQuery as RunQuery
+from ._store import RunStatus as RunStatus
+from ._store import Store as Store
+from ._store import TimerInfo as TimerInfo
+from ._url import DEFAULT_STORE_URL as DEFAULT_STORE_URL
+from ._url import STORE_URL_ENV as STORE_URL_ENV
+from ._url import open_store as open_store
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "STORE_URL_ENV",
+    "ActivityCompleted",
+    "ActivityFailed",
+    "ActivityHeartbeat",
+    "ActivityScheduled",
+    "ActivityTask",
+    "ActivityTaskSpec",
+    "ActivityTimedOut",
+    "AnyEvent",
+    "AppendConflictError",
+    "AppendRequest",
+    "AppendResult",
+    "CorruptStoreError",
+    "Durability",
+    "Encoding",
+    "Event",
+    "Failure",
+    "LeaseLostError",
+    "Payload",
+    "PayloadConverter",
+    "PayloadDecodeError",
+    "PayloadEncodeError",
+    "PayloadError",
+    "PerduraError",
+    "RetryPolicy",
+    "RunClaim",
+    "RunClosedError",
+    "RunInfo",
+    "RunNotFoundError",
+    "RunQuery",
+    "RunStatus",
+    "SchemaVersionError",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "TimeoutType",
+    "TimerCancelled",
+    "TimerFired",
+    "TimerInfo",
+    "TimerStarted",
+    "WorkflowAlreadyRunningError",
+    "WorkflowCompleted",
+    "WorkflowFailed",
+    "WorkflowStarted",
+    "decode_event",
+    "decode_events_json",
+    "encode_event",
+    "encode_events_json",
+    "open_store",
+]

@@ -1,0 +1,196 @@
+"""The event union: every fact a run's history can hold.
+
+Each event is a frozen, tagged ``msgspec.Struct``; the tag (``type``) is the class name, so a
+stored history reads the same in MessagePack, in an exported JSON file and in a debugger.
+
+Evolution rules (see docs/decisions.md): a new event type may be added at any time; a new field
+only with a default; a field's type never changes and a field is never removed or renamed. The
+encoder and decoder are built once per process.
+
+Activity and timer events carry ``seq``: the per-run, per-kind sequence number of the command
+that created them, assigned by the workflow code in the order it issues commands. Replay
+matches commands to events by ``(kind, seq)``, which is what makes a recorded history replay
+identically whatever order concurrent results arrived in.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Final, TypeAlias
+
+import msgspec
+
+from ._policy import RetryPolicy
+
+__all__ = [
+    "ActivityCompleted",
+    "ActivityFailed",
+    "ActivityHeartbeat",
+    "ActivityScheduled",
+    "ActivityTimedOut",
+    "AnyEvent",
+    "Event",
+    "Failure",
+    "Payload",
+    "TimeoutType",
+    "TimerCancelled",
+    "TimerFired",
+    "TimerStarted",
+    "WorkflowCompleted",
+    "WorkflowFailed",
+    "WorkflowStarted",
+    "decode_event",
+    "decode_events_json",
+    "encode_event",
+    "encode_events_json",
+]
+
+
+class Payload(msgspec.Struct, frozen=True, array_like=True):
+    """One encoded user value. ``encoding`` names the codec that produced ``data``."""
+
+    encoding: str
+    data: bytes
+
+
+class Failure(msgspec.Struct, frozen=True, kw_only=True):
+    """An exception as recorded: enough to show it to an operator and to rebuild an error."""
+
+    type: str
+    message: str
+    stack: str = ""
+    non_retryable: bool = False
+    details: tuple[Payload, ...] = ()
+    cause: Failure | None = None
+
+
+class TimeoutType(enum.Enum):
+    START_TO_CLOSE = "start_to_close"
+    SCHEDULE_TO_CLOSE = "schedule_to_close"
+    HEARTBEAT = "heartbeat"
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
+    """Common header. ``event_id`` is assigned by the store: 1, 2, 3 … with no gaps.
+
+    Fields equal to their default are not written (``omit_defaults``), which is why a
+    default, once released, never changes.
+    """
+
+    event_id: int = 0
+    timestamp: datetime
+
+
+class WorkflowStarted(Event, frozen=True, kw_only=True, tag=True):
+    workflow_type: str
+    workflow_id: str
+    task_queue: str
+    args: tuple[Payload, ...] = ()
+    seed: int = 0
+    """Seeds ``workflow.random()``; recorded so every replay draws the same numbers."""
+
+
+class WorkflowCompleted(Event, frozen=True, kw_only=True, tag=True):
+    result: Payload
+
+
+class WorkflowFailed(Event, frozen=True, kw_only=True, tag=True):
+    failure: Failure
+
+
+class ActivityScheduled(Event, frozen=True, kw_only=True, tag=True):
+    seq: int
+    activity_type: str
+    task_queue: str
+    args: tuple[Payload, ...] = ()
+    retry_policy: RetryPolicy = RetryPolicy()
+    start_to_close_timeout: float | None = None
+    schedule_to_close_timeout: float | None = None
+    heartbeat_timeout: float | None = None
+    scheduled_at: datetime | None = None
+    """When the workflow issued the command (eager execution records it with the result)."""
+
+
+class ActivityCompleted(Event, frozen=True, kw_only=True, tag=True):
+    seq: int
+    attempt: int
+    result: Payload
+
+
+class ActivityFailed(Event, frozen=True, kw_only=True, tag=True):
+    """One attempt failed. With ``retry_at`` the activity retries then; without, it is final."""
+
+    seq: int
+    attempt: int
+    failure: Failure
+    retry_at: datetime | None = None
+
+
+class ActivityTimedOut(Event, frozen=True, kw_only=True, tag=True):
+    """One attempt timed out. With ``retry_at`` the activity retries then; without, it is final."""
+
+    seq: int
+    attempt: int
+    timeout_type: TimeoutType
+    retry_at: datetime | None = None
+
+
+class ActivityHeartbeat(Event, frozen=True, kw_only=True, tag=True):
+    """Progress reported by a running attempt; a retried attempt reads the latest details."""
+
+    seq: int
+    attempt: int
+    details: tuple[Payload, ...] = ()
+
+
+class TimerStarted(Event, frozen=True, kw_only=True, tag=True):
+    seq: int
+    fire_at: datetime
+    duration: float
+
+
+class TimerFired(Event, frozen=True, kw_only=True, tag=True):
+    seq: int
+
+
+class TimerCancelled(Event, frozen=True, kw_only=True, tag=True):
+    seq: int
+
+
+AnyEvent: TypeAlias = (
+    WorkflowStarted
+    | WorkflowCompleted
+    | WorkflowFailed
+    | ActivityScheduled
+    | ActivityCompleted
+    | ActivityFailed
+    | ActivityTimedOut
+    | ActivityHeartbeat
+    | TimerStarted
+    | TimerFired
+    | TimerCancelled
+)
+
+_msgpack_encoder: Final = msgspec.msgpack.Encoder()
+_msgpack_decoder: Final = msgspec.msgpack.Decoder(AnyEvent)
+_json_encoder: Final = msgspec.json.Encoder()
+_json_list_decoder: Final = msgspec.json.Decoder(list[AnyEvent])
+
+
+def encode_event(event: Event) -> bytes:
+    """Storage form of one event (MessagePack)."""
+    return _msgpack_encoder.encode(event)
+
+
+def decode_event(data: bytes) -> AnyEvent:
+    """Inverse of :func:`encode_event`; raises ``msgspec.DecodeError`` on damaged bytes."""
+    return _msgpack_decoder.decode(data)
+
+
+def encode_events_json(events: list[Any]) -> bytes:
+    return _json_encoder.encode(events)
+
+
+def decode_events_json(data: bytes) -> list[AnyEvent]:
+    return _json_list_decoder.decode(data)
