@@ -52,6 +52,8 @@ class ApplicationError(PerduraError):
         self.details = details
         self.type = type
         self.non_retryable = non_retryable
+        self.failure: Failure | None = None
+        """Set when the error was rebuilt from a recorded failure (its original record)."""
 
 
 class ActivityTimeoutError(PerduraError):

@@ -31,6 +31,7 @@ from ._events import TimerStarted as TimerStarted
 from ._events import WorkflowCompleted as WorkflowCompleted
 from ._events import WorkflowFailed as WorkflowFailed
 from ._events import WorkflowStarted as WorkflowStarted
+from ._events import WorkflowTaskFailed as WorkflowTaskFailed
 from ._events import decode_event as decode_event
 from ._events import decode_events_json as decode_events_json
 from ._events import encode_event as encode_event
@@ -100,6 +101,7 @@ __all__ = [
     "WorkflowCompleted",
     "WorkflowFailed",
     "WorkflowStarted",
+    "WorkflowTaskFailed",
     "decode_event",
     "decode_events_json",
     "encode_event",

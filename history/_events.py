@@ -40,6 +40,7 @@ __all__ = [
     "WorkflowCompleted",
     "WorkflowFailed",
     "WorkflowStarted",
+    "WorkflowTaskFailed",
     "decode_event",
     "decode_events_json",
     "encode_event",
@@ -96,6 +97,14 @@ class WorkflowCompleted(Event, frozen=True, kw_only=True, tag=True):
 
 
 class WorkflowFailed(Event, frozen=True, kw_only=True, tag=True):
+    failure: Failure
+
+
+class WorkflowTaskFailed(Event, frozen=True, kw_only=True, tag=True):
+    """Workflow code could not make progress (a sandbox violation, or code that no longer
+    matches this history). Not an outcome: the run stays open and is retried, so a deploy
+    that fixes the code lets it continue. Recorded once per streak of identical failures."""
+
     failure: Failure
 
 
@@ -162,6 +171,7 @@ AnyEvent: TypeAlias = (
     WorkflowStarted
     | WorkflowCompleted
     | WorkflowFailed
+    | WorkflowTaskFailed
     | ActivityScheduled
     | ActivityCompleted
     | ActivityFailed

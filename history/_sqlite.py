@@ -205,6 +205,7 @@ class SqliteStore:
         self._queued = _Batch()
         self._flushing = False
         self._closed = False
+        self._run_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.commits = 0
         """Transactions committed by this process: the benchmarks report ops per commit."""
 
@@ -228,6 +229,9 @@ class SqliteStore:
         try:
             await _on(writer, _migrate, path)
             reader = await cls._connect(path, durability, busy_timeout)
+        except sqlite3.Error as exc:
+            await writer.close()
+            raise _map_sqlite_error(exc, f"opening {path}") from exc
         except BaseException:
             await writer.close()
             raise
@@ -242,7 +246,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise _map_sqlite_error(exc, f"opening {path}") from exc
         try:
-            await _on(conn, _configure, durability, busy_timeout)
+            await _on(conn, _configure, path, durability, busy_timeout)
         except sqlite3.Error as exc:
             await conn.close()
             raise _map_sqlite_error(exc, f"opening {path}") from exc
@@ -313,11 +317,32 @@ class SqliteStore:
         return await self._write(lambda conn: _create_run(conn, run_id, started, now))
 
     async def append(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
-        return list(
-            await asyncio.gather(
-                *(self._write(_append_op(request)) for request in requests)
-            )
+        results = list(
+            await asyncio.gather(*(self._write(_append_op(request)) for request in requests))
         )
+        for result in results:
+            if result.error is None:
+                self._notify_run(result.run_id)
+        return results
+
+    async def wait_for_run(self, run_id: str, timeout: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._run_waiters.setdefault(run_id, []).append(future)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self._run_waiters.get(run_id)
+            if waiters is not None and future in waiters:
+                waiters.remove(future)
+                if not waiters:
+                    del self._run_waiters[run_id]
+
+    def _notify_run(self, run_id: str) -> None:
+        for future in self._run_waiters.pop(run_id, ()):
+            if not future.done():
+                future.set_result(None)
 
     async def claim_runs(
         self, task_queue: str, *, owner: str, now: float, lease_seconds: float, limit: int
@@ -360,9 +385,11 @@ class SqliteStore:
 
     async def release_owner(self, owner: str) -> int:
         def op(conn: sqlite3.Connection) -> int:
+            # The dropped owner may have been mid-activation: its runs need a worker now,
+            # not when the lease nobody will renew would have run out.
             cursor = conn.execute(
                 "UPDATE runs SET owner = NULL, lease_expires_at = NULL, "
-                "wake_at = COALESCE(wake_at, lease_expires_at, 0) WHERE owner = ?",
+                "wake_at = COALESCE(wake_at, 0) WHERE owner = ?",
                 (owner,),
             )
             conn.execute(
@@ -405,6 +432,23 @@ class SqliteStore:
 
         return await self._write(op)
 
+    async def renew_activity_tasks(
+        self, owner: str, task_ids: list[int], *, until: float
+    ) -> set[int]:
+        if not task_ids:
+            return set()
+
+        def op(conn: sqlite3.Connection) -> set[int]:
+            marks = ", ".join("?" * len(task_ids))
+            rows = conn.execute(
+                f"UPDATE activity_tasks SET lease_expires_at = ? "
+                f"WHERE owner = ? AND task_id IN ({marks}) RETURNING task_id",
+                (until, owner, *task_ids),
+            ).fetchall()
+            return {r[0] for r in rows}
+
+        return await self._write(op)
+
     # -- the read path ---------------------------------------------------------------------
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T], where: str) -> T:
@@ -418,15 +462,26 @@ class SqliteStore:
 
     async def read_history(self, run_id: str, *, after_event_id: int = 0) -> list[AnyEvent]:
         def fn(conn: sqlite3.Connection) -> list[AnyEvent] | None:
+            # The run's length is read before its events: events are only ever added, so
+            # every event it counts is among the rows read next, whatever commits between.
+            run = conn.execute(
+                "SELECT next_event_id FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if run is None:
+                return None
             rows = conn.execute(
                 "SELECT event_id, data FROM events WHERE run_id = ? AND event_id > ? "
                 "ORDER BY event_id",
                 (run_id, after_event_id),
             ).fetchall()
-            if not rows and after_event_id == 0:
-                exists = conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-                return None if exists is None else []
-            return _decode_rows(run_id, after_event_id, rows)
+            events = _decode_rows(run_id, after_event_id, rows)
+            last = events[-1].event_id if events else after_event_id
+            if last < run[0] - 1:
+                raise CorruptStoreError(
+                    f"history of run {run_id!r} ends at event {last}, but the run records "
+                    f"{run[0] - 1} events: event {last + 1} is missing"
+                )
+            return events
 
         events = await self._read(fn, f"reading history of run {run_id!r}")
         if events is None:
@@ -530,29 +585,40 @@ async def _on(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T
     return result
 
 
-def _configure(conn: sqlite3.Connection, durability: Durability, busy_timeout: float) -> None:
+def _configure(
+    conn: sqlite3.Connection, path: Path, durability: Durability, busy_timeout: float
+) -> None:
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     # Forces SQLite to read the header now: a file that is not a database fails here.
     conn.execute("PRAGMA schema_version").fetchone()
+    # Switching to WAL rewrites the file header, so another application's database is
+    # refused before that; ``_migrate`` checks again under the write lock.
+    _check_application(conn, path)
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise StoreError(f"could not switch the store to WAL mode (got {mode!r})")
     conn.execute(f"PRAGMA synchronous = {durability.value.upper()}")
 
 
+def _check_application(conn: sqlite3.Connection, path: Path) -> int:
+    """Refuse a database that belongs to another application; return its schema version."""
+    app_id: int = conn.execute("PRAGMA application_id").fetchone()[0]
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables: int = conn.execute(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
+    ).fetchone()[0]
+    if app_id != APPLICATION_ID and (tables or version):
+        raise CorruptStoreError(
+            f"{path} is a SQLite database but not a perdura store "
+            f"(application_id {app_id:#x}, {tables} tables); refusing to touch it"
+        )
+    return version
+
+
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = conn.execute(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
-        ).fetchone()[0]
-        if app_id != APPLICATION_ID and (tables or version):
-            raise CorruptStoreError(
-                f"{path} is a SQLite database but not a perdura store "
-                f"(application_id {app_id:#x}, {tables} tables); refusing to touch it"
-            )
+        version = _check_application(conn, path)
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"{path} has schema version {version}, newer than this perdura understands "
@@ -574,14 +640,19 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 def _run_batch(
     conn: sqlite3.Connection, ops: list[Callable[[sqlite3.Connection], Any]]
 ) -> list[tuple[bool, Any]]:
-    """Apply ``ops`` in one transaction; each op's failure is confined to its savepoint."""
+    """Apply ``ops`` in one transaction; each op's failure is confined to its savepoint.
+
+    Any ``Exception`` counts as the op's own failure (an event that cannot be encoded, say):
+    it must neither undo the other callers' operations nor escape into ``_flush``, which
+    would stop serving the queue and leave later writers waiting forever.
+    """
     outcomes: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
         if len(ops) == 1:
             try:
                 outcomes.append((True, ops[0](conn)))
-            except (sqlite3.Error, StoreError) as exc:
+            except Exception as exc:
                 conn.execute("ROLLBACK")
                 return [(False, exc)]
         else:
@@ -589,7 +660,7 @@ def _run_batch(
                 conn.execute("SAVEPOINT op")
                 try:
                     outcomes.append((True, op(conn)))
-                except (sqlite3.Error, StoreError) as exc:
+                except Exception as exc:
                     conn.execute("ROLLBACK TO op")
                     outcomes.append((False, exc))
                 conn.execute("RELEASE op")
@@ -732,9 +803,15 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
         )
     elif req.fence is not None:
         # The owner is up to date with everything before its append: no pending wake-up.
+        # Unless it has already released the run (its fence still matches until the next
+        # claim): then nobody owns the new events, and clearing wake_at would strand the
+        # run, so it is woken like an external append.
         conn.execute(
-            "UPDATE runs SET next_event_id = ?, wake_at = NULL WHERE run_id = ?",
-            (new_next, req.run_id),
+            "UPDATE runs SET next_event_id = ?, wake_at = CASE "
+            "WHEN owner IS NOT NULL THEN NULL "
+            "WHEN wake_at IS NULL OR wake_at > ? THEN ? ELSE wake_at END "
+            "WHERE run_id = ?",
+            (new_next, req.now, req.now, req.run_id),
         )
     else:
         conn.execute(

@@ -201,6 +201,13 @@ class Store(Protocol):
 
     async def pending_timers(self, run_id: str | None = None) -> list[TimerInfo]: ...
 
+    async def wait_for_run(self, run_id: str, timeout: float) -> None:
+        """Return when this process appends to the run, or after ``timeout`` seconds.
+
+        A hint for waiters, not a guarantee: callers re-read the run either way.
+        """
+        ...
+
     async def claim_runs(
         self, task_queue: str, *, owner: str, now: float, lease_seconds: float, limit: int
     ) -> list[RunClaim]:
@@ -221,4 +228,10 @@ class Store(Protocol):
 
     async def claim_activity_tasks(
         self, task_queue: str, *, owner: str, now: float, lease_seconds: float, limit: int
-    ) -> list[ActivityTask]: ...
+    ) -> list[ActivityTask]:
+        """Lease up to ``limit`` visible activity tasks; an expired lease counts as visible."""
+        ...
+
+    async def renew_activity_tasks(self, owner: str, task_ids: list[int], *, until: float) -> set[int]:
+        """Extend the leases of those tasks still held by ``owner``; return their ids."""
+        ...

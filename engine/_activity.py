@@ -1,0 +1,267 @@
+"""Running one activity attempt, and deciding what its outcome means for the history.
+
+Activities run outside the sandbox: async functions on the worker's loop, sync functions in
+worker threads through anyio. An attempt is bounded by its start-to-close timeout, by what
+remains of the schedule-to-close timeout, and — when a heartbeat timeout is set — by silence:
+an attempt that has not heartbeated for that long is declared lost and retried.
+
+The retry decision is a pure function of the recorded options, the attempt number, the outcome
+and the time, so any worker that picks up the activity after a crash decides the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from history import (
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityTimedOut,
+    Failure,
+    Payload,
+    PayloadConverter,
+    TimeoutType,
+)
+
+from ._definitions import ActivityDefinition
+from ._errors import ActivityTimeoutError, ApplicationError, NotInWorkflowError, PerduraError
+from ._failure import failure_from_exception, qualified_name
+from ._instance import ActivityCall
+
+__all__ = [
+    "ActivityCancelledError",
+    "ActivityContext",
+    "ActivityInfo",
+    "AttemptOutcome",
+    "current_activity",
+    "outcome_event",
+    "run_attempt",
+]
+
+
+class ActivityCancelledError(PerduraError):
+    """Raised by ``activity.heartbeat()`` in an attempt the runtime has given up on (timed
+    out, or the worker is shutting down), so a sync activity in a thread can stop early."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivityInfo:
+    """What a running activity knows about itself (``activity.info()``)."""
+
+    activity_type: str
+    activity_id: int
+    attempt: int
+    workflow_id: str
+    workflow_type: str
+    run_id: str
+    task_queue: str
+    scheduled_at: datetime
+    started_at: datetime
+    heartbeat_details: tuple[Any, ...]
+    """The details of the last recorded heartbeat of an earlier attempt: where to resume."""
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts and recoveries: ``<run id>-<activity id>``."""
+        return f"{self.run_id}-{self.activity_id}"
+
+
+@dataclass(eq=False)
+class ActivityContext:
+    info: ActivityInfo
+    loop: asyncio.AbstractEventLoop
+    on_heartbeat: Callable[[tuple[Any, ...]], None]
+    last_heartbeat: float = 0.0
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def heartbeat(self, details: tuple[Any, ...]) -> None:
+        if self.cancelled.is_set():
+            raise ActivityCancelledError(
+                f"activity {self.info.activity_type!r} attempt {self.info.attempt} was "
+                "abandoned by the runtime (timed out or worker shutting down)"
+            )
+        # loop.time() only reads the monotonic clock: safe from an activity's thread too.
+        self.last_heartbeat = self.loop.time()
+        if _on_loop(self.loop):
+            self.on_heartbeat(details)
+        else:
+            self.loop.call_soon_threadsafe(self.on_heartbeat, details)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+_current: contextvars.ContextVar[ActivityContext] = contextvars.ContextVar("perdura_activity")
+
+
+def current_activity(call: str) -> ActivityContext:
+    try:
+        return _current.get()
+    except LookupError:
+        raise NotInWorkflowError(call.replace("workflow", "activity")) from None
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """Exactly one of ``result``, ``error`` or ``timeout`` is set."""
+
+    result: Payload | None = None
+    error: BaseException | None = None
+    timeout: TimeoutType | None = None
+
+
+async def run_attempt(
+    definition: ActivityDefinition[Any, Any],
+    call: ActivityCall,
+    info: ActivityInfo,
+    converter: PayloadConverter,
+    on_heartbeat: Callable[[tuple[Any, ...]], None],
+    now: float,
+) -> AttemptOutcome:
+    """Run one attempt to its outcome; never raises except for cancellation of the caller."""
+    loop = asyncio.get_running_loop()
+    context = ActivityContext(info=info, loop=loop, on_heartbeat=on_heartbeat)
+    context.last_heartbeat = loop.time()
+    try:
+        args = [
+            converter.decode(p, t, name=f"argument {n!r} of activity {definition.name!r}")
+            for p, t, n in zip(
+                call.args, definition.param_types, definition.param_names, strict=False
+            )
+        ]
+    except Exception as exc:
+        return AttemptOutcome(error=ApplicationError(str(exc), non_retryable=True))
+
+    deadline, deadline_kind = _attempt_deadline(call, now)
+    started = loop.time()
+    token = _current.set(context)
+    try:
+        task = loop.create_task(_invoke(definition, args))
+    finally:
+        _current.reset(token)
+    try:
+        while True:
+            limit = started + deadline - loop.time() if deadline is not None else None
+            kind = deadline_kind
+            if call.heartbeat_timeout is not None:
+                silent_limit = context.last_heartbeat + call.heartbeat_timeout - loop.time()
+                if limit is None or silent_limit < limit:
+                    limit, kind = silent_limit, TimeoutType.HEARTBEAT
+            if limit is not None and limit <= 0:
+                context.cancelled.set()
+                task.cancel()
+                return AttemptOutcome(timeout=kind)
+            done, _ = await asyncio.wait({task}, timeout=limit)
+            if done:
+                break
+    except BaseException:
+        context.cancelled.set()
+        task.cancel()
+        raise
+    try:
+        value = task.result()
+    except ActivityTimeoutError as exc:  # raised by the activity itself: treat as a timeout
+        return AttemptOutcome(timeout=exc.timeout_type)
+    except asyncio.CancelledError:
+        return AttemptOutcome(error=ApplicationError("activity was cancelled"))
+    except Exception as exc:
+        return AttemptOutcome(error=exc)
+    try:
+        payload = converter.encode(value, name=f"result of activity {definition.name!r}")
+    except Exception as exc:
+        return AttemptOutcome(error=ApplicationError(str(exc), non_retryable=True))
+    return AttemptOutcome(result=payload)
+
+
+async def _invoke(definition: ActivityDefinition[Any, Any], args: list[Any]) -> Any:
+    if definition.is_async:
+        return await definition.fn(*args)  # type: ignore[misc]
+    # The thread cannot be killed: on timeout it is abandoned, and activity.heartbeat()
+    # raises ActivityCancelledError inside it so cooperative code stops.
+    return await anyio.to_thread.run_sync(
+        _run_sync, definition.fn, args, abandon_on_cancel=True
+    )
+
+
+def _run_sync(fn: Callable[..., Any], args: list[Any]) -> Any:
+    return fn(*args)
+
+
+def _attempt_deadline(call: ActivityCall, now: float) -> tuple[float | None, TimeoutType]:
+    """Seconds this attempt may run, and which timeout that is."""
+    limit: float | None = call.start_to_close_timeout
+    kind = TimeoutType.START_TO_CLOSE
+    if call.schedule_to_close_timeout is not None:
+        remaining = call.scheduled_at.timestamp() + call.schedule_to_close_timeout - now
+        if limit is None or remaining < limit:
+            limit, kind = max(remaining, 0.0), TimeoutType.SCHEDULE_TO_CLOSE
+    return limit, kind
+
+
+def outcome_event(
+    call: ActivityCall,
+    attempt: int,
+    outcome: AttemptOutcome,
+    converter: PayloadConverter,
+    timestamp: datetime,
+) -> ActivityCompleted | ActivityFailed | ActivityTimedOut:
+    """The history event for an attempt's outcome, with the retry decision made."""
+    if outcome.result is not None:
+        return ActivityCompleted(
+            timestamp=timestamp, seq=call.seq, attempt=attempt, result=outcome.result
+        )
+    policy = call.retry_policy
+    retry_at: datetime | None = None
+    if outcome.timeout is not None:
+        retryable = outcome.timeout is not TimeoutType.SCHEDULE_TO_CLOSE
+        if retryable:
+            retry_at = _retry_time(call, attempt, timestamp)
+        return ActivityTimedOut(
+            timestamp=timestamp,
+            seq=call.seq,
+            attempt=attempt,
+            timeout_type=outcome.timeout,
+            retry_at=retry_at,
+        )
+    assert outcome.error is not None
+    failure: Failure = failure_from_exception(outcome.error, converter)
+    type_name = (
+        outcome.error.type
+        if isinstance(outcome.error, ApplicationError) and outcome.error.type
+        else qualified_name(type(outcome.error))
+    )
+    if not failure.non_retryable and policy.is_retryable(type_name):
+        retry_at = _retry_time(call, attempt, timestamp)
+    return ActivityFailed(
+        timestamp=timestamp, seq=call.seq, attempt=attempt, failure=failure, retry_at=retry_at
+    )
+
+
+def _retry_time(call: ActivityCall, attempt: int, now: datetime) -> datetime | None:
+    """When attempt ``attempt + 1`` runs, or ``None`` when the policy or deadline forbids it."""
+    policy = call.retry_policy
+    if not policy.allows_another_attempt(attempt):
+        return None
+    delay = policy.delay_after(attempt)
+    if not math.isfinite(delay):
+        return None
+    retry_at = now + timedelta(seconds=delay)
+    if call.schedule_to_close_timeout is not None:
+        deadline = call.scheduled_at + timedelta(seconds=call.schedule_to_close_timeout)
+        if retry_at >= deadline:
+            return None
+    return retry_at

@@ -1,0 +1,273 @@
+"""The client: start runs, find them, wait for their results, read their histories.
+
+The client writes nothing but a run's first event; everything after that is the workers'.
+Waiting for a result reads the run's status from the store: in the same process as the worker
+it wakes as soon as the run closes (the store tells it); across processes it polls with a
+bounded backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from history import (
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityHeartbeat,
+    ActivityScheduled,
+    ActivityTimedOut,
+    AnyEvent,
+    Failure,
+    PayloadConverter,
+    RunInfo,
+    RunQuery,
+    RunStatus,
+    Store,
+    TimerInfo,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowStarted,
+    WorkflowTaskFailed,
+)
+
+from ._clock import Clock, SystemClock, to_datetime
+from ._definitions import workflow_definition
+from ._errors import PerduraError, WorkflowFailureError
+from ._failure import error_from_failure
+
+__all__ = ["Client", "PendingActivity", "WorkflowDescription", "WorkflowHandle"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingActivity:
+    seq: int
+    activity_type: str
+    attempt: int
+    retry_at: datetime | None
+    last_heartbeat_at: datetime | None
+    last_heartbeat_details: tuple[Any, ...]
+    last_failure: Failure | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowDescription:
+    """A run's status and what it is waiting on, derived from its history."""
+
+    info: RunInfo
+    pending_activities: list[PendingActivity]
+    pending_timers: list[TimerInfo]
+    last_task_failure: Failure | None
+    failure: Failure | None
+
+    @property
+    def status(self) -> RunStatus:
+        return self.info.status
+
+
+class Client:
+    """Entry point for starting and inspecting workflow runs on a store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        converter: PayloadConverter | None = None,
+        clock: Clock | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.store = store
+        self.converter = converter or PayloadConverter()
+        self.clock: Clock = clock or SystemClock()
+        self._random = random.Random(seed)
+        self._listeners: list[Any] = []
+
+    def add_listener(self, listener: Any) -> None:
+        """Objects with ``notify(run_id=None)`` told when this client starts a run (workers)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Any) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    async def start_workflow(
+        self,
+        workflow: object,
+        *args: Any,
+        id: str,
+        task_queue: str = "default",
+    ) -> WorkflowHandle:
+        """Record a new run of ``workflow``; a worker polling ``task_queue`` will run it.
+
+        Raises ``WorkflowAlreadyRunningError`` when ``id`` has an open run, and
+        ``PayloadEncodeError`` naming the argument that cannot be encoded; either way
+        nothing is written.
+        """
+        if not id:
+            raise ValueError("workflow id must be a non-empty string")
+        if isinstance(workflow, str):
+            name, names = workflow, [f"argument {i + 1}" for i in range(len(args))]
+        else:
+            definition = workflow_definition(workflow)
+            name = definition.name
+            if len(args) > len(definition.param_names):
+                raise TypeError(
+                    f"workflow {name!r} takes {len(definition.param_names)} argument(s), "
+                    f"{len(args)} given"
+                )
+            names = [f"argument {n!r} of workflow {name!r}" for n in definition.param_names]
+        payloads = self.converter.encode_all(args, names[: len(args)])
+        now = self.clock.now()
+        run_id = str(uuid.UUID(int=self._random.getrandbits(128), version=4))
+        started = WorkflowStarted(
+            timestamp=to_datetime(now),
+            workflow_type=name,
+            workflow_id=id,
+            task_queue=task_queue,
+            args=payloads,
+            seed=self._random.getrandbits(63),
+        )
+        await self.store.create_run(run_id, started, now=now)
+        for listener in self._listeners:
+            listener.notify()
+        return WorkflowHandle(self, id, run_id)
+
+    async def execute_workflow(
+        self,
+        workflow: object,
+        *args: Any,
+        id: str,
+        task_queue: str = "default",
+        result_type: Any = None,
+    ) -> Any:
+        handle = await self.start_workflow(workflow, *args, id=id, task_queue=task_queue)
+        if result_type is None and not isinstance(workflow, str):
+            result_type = workflow_definition(workflow).return_type
+        return await handle.result(result_type=result_type)
+
+    def get_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle:
+        return WorkflowHandle(self, workflow_id, run_id)
+
+    async def list_runs(self, query: RunQuery | None = None) -> list[RunInfo]:
+        return await self.store.list_runs(query or RunQuery())
+
+    async def count_runs(self, query: RunQuery | None = None) -> int:
+        return await self.store.count_runs(query or RunQuery())
+
+
+class WorkflowHandle:
+    """A workflow id (and optionally one run of it) to wait on and inspect."""
+
+    def __init__(self, client: Client, workflow_id: str, run_id: str | None) -> None:
+        self.client = client
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle(workflow_id={self.workflow_id!r}, run_id={self.run_id!r})"
+
+    async def run_info(self) -> RunInfo:
+        store = self.client.store
+        if self.run_id is not None:
+            return await store.get_run(self.run_id)
+        return await store.find_run(self.workflow_id)
+
+    async def history(self) -> list[AnyEvent]:
+        info = await self.run_info()
+        return await self.client.store.read_history(info.run_id)
+
+    async def result(self, *, result_type: Any = None, timeout: float | None = None) -> Any:
+        """Wait for the run to close; return its result or raise ``WorkflowFailureError``."""
+        store = self.client.store
+        poll = 0.01
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        while True:
+            info = await self.run_info()
+            if not info.status.is_open:
+                break
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                raise TimeoutError(
+                    f"workflow {self.workflow_id!r} still running after {timeout}s"
+                )
+            await store.wait_for_run(info.run_id, poll)
+            poll = min(poll * 2, 0.5)
+        history = await store.read_history(info.run_id, after_event_id=info.history_length - 1)
+        last = history[-1]
+        if isinstance(last, WorkflowCompleted):
+            return self.client.converter.decode(
+                last.result, Any if result_type is None else result_type, name="workflow result"
+            )
+        if isinstance(last, WorkflowFailed):
+            error = WorkflowFailureError(info.workflow_id, info.run_id, last.failure)
+            error.__cause__ = error_from_failure(last.failure)
+            raise error
+        raise PerduraError(
+            f"workflow {info.workflow_id!r} (run {info.run_id}) closed as {info.status.value}"
+        )
+
+    async def describe(self) -> WorkflowDescription:
+        info = await self.run_info()
+        store = self.client.store
+        history = await store.read_history(info.run_id)
+        converter = self.client.converter
+        return describe_history(info, history, await store.pending_timers(info.run_id), converter)
+
+
+def describe_history(
+    info: RunInfo,
+    history: Sequence[AnyEvent],
+    timers: list[TimerInfo],
+    converter: PayloadConverter,
+) -> WorkflowDescription:
+    """Pending activities, last failures and the outcome, read off a history."""
+    pending: dict[int, dict[str, Any]] = {}
+    last_task_failure: Failure | None = None
+    failure: Failure | None = None
+    for event in history:
+        if isinstance(event, ActivityScheduled):
+            pending[event.seq] = {
+                "seq": event.seq,
+                "activity_type": event.activity_type,
+                "attempt": 1,
+                "retry_at": None,
+                "last_heartbeat_at": None,
+                "last_heartbeat_details": (),
+                "last_failure": None,
+            }
+        elif isinstance(event, ActivityHeartbeat) and event.seq in pending:
+            entry = pending[event.seq]
+            entry["attempt"] = event.attempt
+            entry["last_heartbeat_at"] = event.timestamp
+            entry["last_heartbeat_details"] = tuple(
+                converter.decode(p, name="heartbeat detail") for p in event.details
+            )
+        elif isinstance(event, ActivityFailed | ActivityTimedOut) and event.seq in pending:
+            if event.retry_at is None:
+                del pending[event.seq]
+            else:
+                entry = pending[event.seq]
+                entry["attempt"] = event.attempt + 1
+                entry["retry_at"] = event.retry_at
+                if isinstance(event, ActivityFailed):
+                    entry["last_failure"] = event.failure
+        elif isinstance(event, WorkflowTaskFailed):
+            last_task_failure = event.failure
+        elif isinstance(event, WorkflowFailed):
+            failure = event.failure
+        elif isinstance(event, ActivityCompleted):
+            pending.pop(event.seq, None)
+    if not info.status.is_open:
+        pending.clear()
+    return WorkflowDescription(
+        info=info,
+        pending_activities=[PendingActivity(**entry) for entry in pending.values()],
+        pending_timers=timers,
+        last_task_failure=last_task_failure,
+        failure=failure,
+    )
+

@@ -1,0 +1,499 @@
+"""The run driver: one claimed run, driven from its history to its next resting point.
+
+The driver is the only writer of an owned run's history. Its loop is:
+
+1. bring the instance up to date (cached instance + new events, or a full replay);
+2. turn the instance's unrecorded state into events: timers started or cancelled, timers due,
+   activity outcomes and heartbeats reported by local attempts, the workflow's completion;
+3. append them — fenced by the expected next event id and the lease's fencing token — and only
+   after the commit feed them back to the instance (a result is durable before the code sees
+   it); on a conflict, read what the other writer appended and try again;
+4. start due activity attempts on this worker (eager execution: no round trip through a task
+   table, and an activity's scheduling is recorded together with its outcome, one commit);
+5. when nothing runs here and nothing is due within ``keep_alive``, release the run with the
+   time it next needs a worker, in a fenced append so no wake-up slips through.
+
+Whatever crashes between those steps, the history holds a prefix of what happened; the next
+owner replays it, and every activity without a recorded outcome runs again (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from history import (
+    ActivityHeartbeat,
+    ActivityTaskSpec,
+    AnyEvent,
+    AppendConflictError,
+    AppendRequest,
+    Event,
+    LeaseLostError,
+    PayloadConverter,
+    RunClaim,
+    RunClosedError,
+    Store,
+    TimerCancelled,
+    TimerFired,
+    TimerStarted,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowStarted,
+    WorkflowTaskFailed,
+)
+
+from ._activity import ActivityInfo, AttemptOutcome, outcome_event, run_attempt
+from ._remote import remote_task
+from ._clock import Clock, to_datetime
+from ._definitions import ActivityOptions, Registry
+from ._errors import NondeterminismError, PerduraError
+from ._failure import failure_from_exception
+from ._instance import ActivityCall, WorkflowInstance
+
+__all__ = ["DriverEnv", "RunDriver"]
+
+log = structlog.get_logger("perdura.driver")
+
+
+@dataclass(eq=False, kw_only=True)
+class DriverEnv:
+    """What every driver of one worker shares."""
+
+    store: Store
+    registry: Registry
+    converter: PayloadConverter
+    clock: Clock
+    identity: str
+    task_queue: str
+    keep_alive: float
+    workflow_task_retry: float
+    activity_slots: asyncio.Semaphore
+    activity_defaults: ActivityOptions
+    cache: dict[str, WorkflowInstance] = field(default_factory=dict)
+    cache_size: int = 1000
+    on_closed: Callable[[str], None] | None = None
+
+    def runs_locally(self, call: ActivityCall) -> bool:
+        return call.task_queue == self.task_queue and call.activity_type in self.registry.activities
+
+    def remember(self, instance: WorkflowInstance) -> None:
+        cache = self.cache
+        cache.pop(instance.run_id, None)
+        cache[instance.run_id] = instance
+        while len(cache) > self.cache_size:
+            cache.pop(next(iter(cache)))
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Events for one append, and which queued outcomes and heartbeats they consume."""
+
+    events: list[Event] = field(default_factory=list)
+    tasks: list[ActivityTaskSpec] = field(default_factory=list)
+    outcomes: list[tuple[int, int, AttemptOutcome]] = field(default_factory=list)
+    heartbeats: list[tuple[int, int]] = field(default_factory=list)
+
+
+class _Lost(Exception):
+    """The run is no longer ours (lease lost, or closed by someone else): stop quietly."""
+
+
+class RunDriver:
+    def __init__(self, env: DriverEnv, claim: RunClaim) -> None:
+        self.env = env
+        self.run_id = claim.run_id
+        self.fence = claim.fence
+        self.claimed_length = claim.history_length
+        self.instance: WorkflowInstance | None = None
+        self.history_length = 0
+        self.last_event: AnyEvent | None = None
+        self.wakeup = asyncio.Event()
+        self.lost = False
+        self.local: dict[int, asyncio.Task[None]] = {}
+        self.outcomes: list[tuple[int, int, AttemptOutcome]] = []
+        self.heartbeats: dict[int, tuple[int, tuple[Any, ...]]] = {}
+        self.log = log.bind(run_id=self.run_id)
+
+    # -- entry point -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        released = False
+        try:
+            if not await self._load():
+                released = True
+                return
+            released = await self._drive()
+        except _Lost:
+            released = True
+            self.env.cache.pop(self.run_id, None)
+        finally:
+            for task in self.local.values():
+                task.cancel()
+            if not released and not self.lost:
+                # Shutting down (or an unexpected error): hand the run over at once.
+                self.env.cache.pop(self.run_id, None)
+                await asyncio.shield(self._release_quietly())
+
+    def mark_lost(self) -> None:
+        self.lost = True
+        self.wakeup.set()
+
+    def notify(self) -> None:
+        """Something external was appended to this run: catch up soon."""
+        self.wakeup.set()
+
+    # -- loading ---------------------------------------------------------------------------
+
+    async def _load(self) -> bool:
+        env = self.env
+        cached = env.cache.pop(self.run_id, None)
+        if cached is not None and cached.last_event_id <= self.claimed_length:
+            self.instance = cached
+            self.history_length = cached.last_event_id
+            self.last_event = None
+            return await self._catch_up()
+        events = await env.store.read_history(self.run_id)
+        if not events or not isinstance(events[0], WorkflowStarted):
+            raise PerduraError(f"run {self.run_id}: history does not start with WorkflowStarted")
+        started = events[0]
+        self.history_length = len(events)
+        self.last_event = events[-1]
+        try:
+            definition = env.registry.workflow(started.workflow_type)
+        except PerduraError as exc:
+            await self._fail_task(exc)
+            return False
+        instance = WorkflowInstance(
+            definition,
+            self.run_id,
+            started,
+            env.converter,
+            activity_defaults=env.activity_defaults,
+        )
+        instance.replaying_until = len(events)
+        self.instance = instance
+        return await self._feed(events)
+
+    async def _catch_up(self) -> bool:
+        events = await self.env.store.read_history(
+            self.run_id, after_event_id=self.history_length
+        )
+        if events:
+            self.history_length = events[-1].event_id
+            self.last_event = events[-1]
+            assert self.instance is not None
+            self.instance.replaying_until = self.history_length
+        return await self._feed(events)
+
+    async def _feed(self, events: list[AnyEvent] | tuple[AnyEvent, ...]) -> bool:
+        instance = self.instance
+        assert instance is not None
+        try:
+            for event in events:
+                if event.event_id > instance.last_event_id:
+                    instance.apply(event)
+        except NondeterminismError as exc:
+            await self._fail_task(exc)
+            return False
+        if instance.task_failure is not None:
+            await self._fail_task(instance.task_failure.error)
+            return False
+        return True
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _drive(self) -> bool:
+        """Returns True once the run is closed or released."""
+        env = self.env
+        instance = self.instance
+        assert instance is not None
+        while True:
+            if self.lost:
+                raise _Lost
+            if instance.closed:
+                env.cache.pop(self.run_id, None)
+                if env.on_closed is not None:
+                    env.on_closed(self.run_id)
+                return True
+            now = env.clock.now()
+            batch = self._collect(now)
+            if batch.events:
+                if not await self._append(batch):
+                    return True
+                continue
+            self._start_due_attempts(now)
+            next_due = self._next_due()
+            if not self.local and (next_due is None or next_due - now > env.keep_alive):
+                if await self._release(next_due):
+                    env.remember(instance)
+                    return True
+                continue
+            self.wakeup.clear()
+            if self.outcomes or self.heartbeats:
+                continue
+            await env.clock.wait(self.wakeup, next_due)
+
+    def _collect(self, now: float) -> _Batch:
+        instance = self.instance
+        assert instance is not None
+        stamp = to_datetime(now)
+        batch = _Batch()
+        events = batch.events
+        scheduled: set[int] = set()
+
+        def ensure_scheduled(call: ActivityCall) -> None:
+            if not call.recorded and call.seq not in scheduled:
+                scheduled.add(call.seq)
+                events.append(call.scheduled_event(stamp))
+
+        for timer in instance.timers.values():
+            if not timer.recorded and not timer.cancel_requested:
+                events.append(
+                    TimerStarted(
+                        timestamp=stamp,
+                        seq=timer.seq,
+                        fire_at=timer.fire_at,
+                        duration=timer.duration,
+                    )
+                )
+            elif (
+                timer.recorded
+                and timer.cancel_requested
+                and not timer.cancel_recorded
+                and not timer.fired
+            ):
+                events.append(TimerCancelled(timestamp=stamp, seq=timer.seq))
+            elif timer.pending and timer.fire_at.timestamp() <= now:
+                events.append(TimerFired(timestamp=stamp, seq=timer.seq))
+
+        for call in instance.activities.values():
+            if not call.done and not call.recorded and not self.env.runs_locally(call):
+                event = call.scheduled_event(stamp)
+                scheduled.add(call.seq)
+                events.append(event)
+                batch.tasks.append(remote_task(instance, event, call.attempt, now))
+
+        with_outcome = {seq for seq, _, _ in self.outcomes}
+        for seq, (attempt, details) in self.heartbeats.items():
+            call = instance.activities[seq]
+            if call.done or seq in with_outcome:
+                continue
+            try:
+                payloads = self.env.converter.encode_all(
+                    details, [f"heartbeat detail {i + 1}" for i in range(len(details))]
+                )
+            except PerduraError as exc:
+                self.log.warning("heartbeat details dropped", seq=seq, error=str(exc))
+                batch.heartbeats.append((seq, attempt))
+                continue
+            ensure_scheduled(call)
+            events.append(
+                ActivityHeartbeat(timestamp=stamp, seq=seq, attempt=attempt, details=payloads)
+            )
+            batch.heartbeats.append((seq, attempt))
+
+        for outcome in self.outcomes:
+            seq, attempt, result = outcome
+            batch.outcomes.append(outcome)
+            call = instance.activities[seq]
+            if call.done:
+                continue
+            ensure_scheduled(call)
+            events.append(outcome_event(call, attempt, result, self.env.converter, stamp))
+
+        completion = instance.completion
+        if completion is not None and not instance.completion_recorded:
+            if completion.result is not None:
+                events.append(WorkflowCompleted(timestamp=stamp, result=completion.result))
+            else:
+                assert completion.failure is not None
+                events.append(WorkflowFailed(timestamp=stamp, failure=completion.failure))
+        return batch
+
+    async def _append(self, batch: _Batch) -> bool:
+        """Append and feed; False when the run was given up (task failure)."""
+        env = self.env
+        request = AppendRequest(
+            run_id=self.run_id,
+            events=batch.events,
+            now=env.clock.now(),
+            expected_next_event_id=self.history_length + 1,
+            fence=self.fence,
+            activity_tasks=batch.tasks,
+        )
+        [result] = await env.store.append([request])
+        error = result.error
+        if isinstance(error, AppendConflictError):
+            return await self._catch_up()
+        if isinstance(error, LeaseLostError | RunClosedError):
+            self.log.info("run taken over or closed elsewhere", reason=str(error))
+            raise _Lost
+        if error is not None:
+            raise error
+        # What this batch recorded is consumed; whatever arrived meanwhile stays queued.
+        used = {id(o) for o in batch.outcomes}
+        self.outcomes = [o for o in self.outcomes if id(o) not in used]
+        for seq, attempt in batch.heartbeats:
+            pending = self.heartbeats.get(seq)
+            if pending is not None and pending[0] == attempt:
+                del self.heartbeats[seq]
+        self.history_length = result.next_event_id - 1
+        self.last_event = result.events[-1] if result.events else self.last_event
+        return await self._feed(result.events)
+
+    async def _release(self, wake_at: float | None) -> bool:
+        env = self.env
+        [result] = await env.store.append(
+            [
+                AppendRequest(
+                    run_id=self.run_id,
+                    events=[],
+                    now=env.clock.now(),
+                    expected_next_event_id=self.history_length + 1,
+                    fence=self.fence,
+                    release=True,
+                    wake_at=wake_at,
+                )
+            ]
+        )
+        error = result.error
+        if isinstance(error, AppendConflictError):
+            if not await self._catch_up():
+                return True
+            return False
+        if isinstance(error, LeaseLostError | RunClosedError):
+            raise _Lost
+        if error is not None:
+            raise error
+        return True
+
+    async def _release_quietly(self) -> None:
+        try:
+            await self.env.store.append(
+                [
+                    AppendRequest(
+                        run_id=self.run_id,
+                        events=[],
+                        now=self.env.clock.now(),
+                        fence=self.fence,
+                        release=True,
+                        wake_at=self.env.clock.now(),
+                    )
+                ]
+            )
+        except Exception as exc:  # the lease will expire instead
+            self.log.warning("could not release run on shutdown", error=str(exc))
+
+    async def _fail_task(self, error: BaseException) -> None:
+        """Workflow code cannot progress: record why (once per streak) and retry later."""
+        env = self.env
+        env.cache.pop(self.run_id, None)
+        failure = failure_from_exception(error, env.converter)
+        self.log.error(
+            "workflow task failed; will retry",
+            error=f"{failure.type}: {failure.message}",
+            retry_in=env.workflow_task_retry,
+        )
+        last = self.last_event
+        if last is None and self.history_length:
+            history = await env.store.read_history(
+                self.run_id, after_event_id=self.history_length - 1
+            )
+            last = history[-1] if history else None
+        repeated = (
+            isinstance(last, WorkflowTaskFailed)
+            and last.failure.type == failure.type
+            and last.failure.message == failure.message
+        )
+        events: list[Event] = (
+            [] if repeated else [WorkflowTaskFailed(timestamp=to_datetime(env.clock.now()), failure=failure)]
+        )
+        [result] = await env.store.append(
+            [
+                AppendRequest(
+                    run_id=self.run_id,
+                    events=events,
+                    now=env.clock.now(),
+                    fence=self.fence,
+                    release=True,
+                    wake_at=env.clock.now() + env.workflow_task_retry,
+                )
+            ]
+        )
+        if result.error is not None and not isinstance(
+            result.error, LeaseLostError | RunClosedError
+        ):
+            raise result.error
+
+    # -- activities ------------------------------------------------------------------------
+
+    def _start_due_attempts(self, now: float) -> None:
+        instance = self.instance
+        assert instance is not None
+        for call in instance.activities.values():
+            if call.done or call.seq in self.local or not self.env.runs_locally(call):
+                continue
+            if call.retry_at is not None and call.retry_at.timestamp() > now:
+                continue
+            if any(o[0] == call.seq for o in self.outcomes):
+                continue
+            self.local[call.seq] = asyncio.create_task(self._attempt(call, call.attempt))
+
+    def _next_due(self) -> float | None:
+        instance = self.instance
+        assert instance is not None
+        due = [t.fire_at.timestamp() for t in instance.timers.values() if t.pending]
+        due.extend(
+            c.retry_at.timestamp()
+            for c in instance.activities.values()
+            if not c.done
+            and c.retry_at is not None
+            and c.seq not in self.local
+            and self.env.runs_locally(c)
+        )
+        return min(due) if due else None
+
+    async def _attempt(self, call: ActivityCall, attempt: int) -> None:
+        env = self.env
+        instance = self.instance
+        assert instance is not None
+        try:
+            definition = env.registry.activity(call.activity_type)
+            info = ActivityInfo(
+                activity_type=call.activity_type,
+                activity_id=call.seq,
+                attempt=attempt,
+                workflow_id=instance.workflow_id,
+                workflow_type=instance.workflow_type,
+                run_id=self.run_id,
+                task_queue=call.task_queue,
+                scheduled_at=call.scheduled_at,
+                started_at=to_datetime(env.clock.now()),
+                heartbeat_details=tuple(
+                    env.converter.decode(p, name="heartbeat detail")
+                    for p in call.heartbeat_details
+                ),
+            )
+
+            def on_heartbeat(details: tuple[Any, ...]) -> None:
+                if self.local.get(call.seq) is not None:
+                    self.heartbeats[call.seq] = (attempt, details)
+                    self.wakeup.set()
+
+            async with env.activity_slots:
+                outcome = await run_attempt(
+                    definition, call, info, env.converter, on_heartbeat, env.clock.now()
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in our own bookkeeping must not hang the run
+            outcome = AttemptOutcome(error=exc)
+        finally:
+            self.local.pop(call.seq, None)
+        self.outcomes.append((call.seq, attempt, outcome))
+        self.wakeup.set()

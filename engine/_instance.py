@@ -1,0 +1,506 @@
+"""A workflow instance: workflow code plus the state replay rebuilds, fed one event at a time.
+
+The driver feeds every event of a run's history, in order, through :meth:`apply`; after each
+one the deterministic loop runs until all workflow tasks are blocked. That is the whole replay
+rule, and the original execution follows it too (events are fed only after they are durable),
+so a recovered instance walks through exactly the states the original one did.
+
+Commands are not a queue: the instance keeps one record per activity and per timer (keyed by
+the ``seq`` the code gave it, in issue order) and the driver reads what is not yet recorded.
+When a recorded event names a ``seq`` the code did not issue, or issued as something else,
+the instance raises :class:`NondeterminismError` with both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from history import (
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityHeartbeat,
+    ActivityScheduled,
+    ActivityTimedOut,
+    AnyEvent,
+    Failure,
+    Payload,
+    PayloadConverter,
+    RetryPolicy,
+    TimerCancelled,
+    TimerFired,
+    TimerStarted,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowStarted,
+    WorkflowTaskFailed,
+)
+
+from . import _sandbox
+from ._definitions import ActivityDefinition, ActivityOptions, WorkflowDefinition
+from ._errors import (
+    ActivityError,
+    ActivityTimeoutError,
+    NondeterminismError,
+    NotInWorkflowError,
+    SandboxViolationError,
+)
+from ._failure import error_from_failure, failure_from_exception
+from ._loop import DurableTimerHandle, WorkflowEventLoop
+
+__all__ = [
+    "ActivityCall",
+    "Completion",
+    "TaskFailure",
+    "TimerCall",
+    "WorkflowInstance",
+    "current_instance",
+    "in_workflow",
+]
+
+_state = threading.local()
+
+DEFAULT_START_TO_CLOSE = 300.0
+"""Applied when neither call, definition nor worker sets any activity timeout (seconds)."""
+
+
+def current_instance(call: str) -> WorkflowInstance:
+    """The instance whose code is running on this thread, or ``NotInWorkflowError``."""
+    instance: WorkflowInstance | None = getattr(_state, "instance", None)
+    if instance is None:
+        raise NotInWorkflowError(call)
+    return instance
+
+
+def in_workflow() -> bool:
+    return getattr(_state, "instance", None) is not None
+
+
+@dataclass(eq=False)
+class ActivityCall:
+    """One activity the code scheduled, and where its execution stands."""
+
+    seq: int
+    activity_type: str
+    args: tuple[Payload, ...]
+    task_queue: str
+    retry_policy: RetryPolicy
+    start_to_close_timeout: float | None
+    schedule_to_close_timeout: float | None
+    heartbeat_timeout: float | None
+    scheduled_at: datetime
+    result_type: Any
+    future: asyncio.Future[Any] | None
+    recorded: bool = False
+    attempt: int = 1
+    retry_at: datetime | None = None
+    heartbeat_details: tuple[Payload, ...] = ()
+    done: bool = False
+
+    def scheduled_event(self, timestamp: datetime) -> ActivityScheduled:
+        return ActivityScheduled(
+            timestamp=timestamp,
+            seq=self.seq,
+            activity_type=self.activity_type,
+            task_queue=self.task_queue,
+            args=self.args,
+            retry_policy=self.retry_policy,
+            start_to_close_timeout=self.start_to_close_timeout,
+            schedule_to_close_timeout=self.schedule_to_close_timeout,
+            heartbeat_timeout=self.heartbeat_timeout,
+            scheduled_at=self.scheduled_at,
+        )
+
+
+@dataclass(eq=False)
+class TimerCall:
+    seq: int
+    fire_at: datetime
+    duration: float
+    recorded: bool = False
+    fired: bool = False
+    cancel_requested: bool = False
+    cancel_recorded: bool = False
+
+    @property
+    def pending(self) -> bool:
+        """Recorded, and neither fired nor cancelled: the driver must fire it when due."""
+        return self.recorded and not self.fired and not self.cancel_requested
+
+
+@dataclass(frozen=True)
+class Completion:
+    """How the workflow code ended: ``result`` or ``failure`` (exactly one is set)."""
+
+    result: Payload | None = None
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """Workflow code hit a bug-class error (sandbox violation): retry the task, do not fail."""
+
+    error: BaseException
+
+
+@dataclass(eq=False)
+class WorkflowInstance:
+    definition: WorkflowDefinition
+    run_id: str
+    started: WorkflowStarted
+    converter: PayloadConverter
+    activity_defaults: ActivityOptions = field(default_factory=ActivityOptions)
+
+    def __post_init__(self) -> None:
+        self.loop = WorkflowEventLoop(self)
+        self.random = random.Random(self.started.seed)
+        self.now: datetime = self.started.timestamp
+        self.now_epoch: float = self.now.timestamp()
+        self.last_event_id = 0
+        self.replaying_until = 0
+        """Event id of the newest event known to be in history when the instance was loaded;
+        while ``last_event_id`` is below it the instance is replaying (logs stay silent)."""
+        self.activities: dict[int, ActivityCall] = {}
+        self.timers: dict[int, TimerCall] = {}
+        self.timer_handles: dict[int, DurableTimerHandle] = {}
+        self.completion: Completion | None = None
+        self.completion_recorded = False
+        self.task_failure: TaskFailure | None = None
+        self._next_activity_seq = 1
+        self._next_timer_seq = 1
+        self._main: asyncio.Task[Any] | None = None
+
+    @property
+    def workflow_type(self) -> str:
+        return self.definition.name
+
+    @property
+    def workflow_id(self) -> str:
+        return self.started.workflow_id
+
+    @property
+    def is_replaying(self) -> bool:
+        return self.last_event_id < self.replaying_until
+
+    @property
+    def closed(self) -> bool:
+        return self.completion_recorded
+
+    # -- feeding history -------------------------------------------------------------------
+
+    def apply(self, event: AnyEvent) -> None:
+        """Feed the next event of history, then run workflow code until it blocks."""
+        if event.event_id != self.last_event_id + 1:
+            raise RuntimeError(
+                f"run {self.run_id}: event {event.event_id} fed after {self.last_event_id}"
+            )
+        self.last_event_id = event.event_id
+        if event.timestamp > self.now:
+            self.now = event.timestamp
+            self.now_epoch = event.timestamp.timestamp()
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+        self._step()
+
+    def _step(self) -> None:
+        _state.instance = self
+        try:
+            with _sandbox.restricted():
+                self.loop.run_until_blocked()
+        finally:
+            _state.instance = None
+
+    def _on_started(self, event: WorkflowStarted) -> None:
+        if event.event_id != 1:
+            self._mismatch(event, "WorkflowStarted as the first event only", "a second start")
+        definition = self.definition
+        try:
+            args = [
+                self.converter.decode(p, t, name=f"argument {n!r} of workflow {definition.name!r}")
+                for p, t, n in zip(
+                    event.args, definition.param_types, definition.param_names, strict=False
+                )
+            ]
+        except Exception as exc:  # bad input: fail the run, visibly, with the reason
+            self.completion = Completion(failure=failure_from_exception(exc, self.converter))
+            return
+        self._main = self.loop.create_task(
+            _run_main(definition, args), name=f"workflow {definition.name}"
+        )
+        self._main.add_done_callback(self._on_main_done)
+
+    def _on_main_done(self, task: asyncio.Task[Any]) -> None:
+        # Encoding the result and formatting a traceback read source files: runtime work.
+        with _sandbox.unrestricted():
+            self._complete(task)
+
+    def _complete(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            failure = Failure(type="CancelledError", message="workflow code was cancelled")
+            self.completion = Completion(failure=failure)
+            return
+        exc = task.exception()
+        if exc is None:
+            try:
+                payload = self.converter.encode(
+                    task.result(), name=f"result of workflow {self.workflow_type!r}"
+                )
+            except Exception as err:
+                self.completion = Completion(failure=failure_from_exception(err, self.converter))
+                return
+            self.completion = Completion(result=payload)
+        elif _is_bug(exc):
+            self.task_failure = TaskFailure(exc)
+        else:
+            self.completion = Completion(failure=failure_from_exception(exc, self.converter))
+
+    def _on_completed(self, event: WorkflowCompleted | WorkflowFailed) -> None:
+        produced = self.completion
+        kind = "completed" if isinstance(event, WorkflowCompleted) else "failed"
+        if produced is None:
+            self._mismatch(event, f"the workflow {kind}", "the workflow had not finished")
+        elif (produced.result is not None) != (kind == "completed"):
+            did = "completed" if produced.result is not None else "failed"
+            self._mismatch(event, f"the workflow {kind}", f"the workflow {did}")
+        self.completion_recorded = True
+
+    def _on_activity_scheduled(self, event: ActivityScheduled) -> None:
+        call = self.activities.get(event.seq)
+        recorded = f"activity {event.activity_type!r} scheduled as activity #{event.seq}"
+        if call is None:
+            self._mismatch(event, recorded, f"no activity #{event.seq} was scheduled")
+        elif call.activity_type != event.activity_type:
+            self._mismatch(
+                event, recorded, f"activity #{event.seq} is {call.activity_type!r}"
+            )
+        elif len(call.args) != len(event.args):
+            self._mismatch(
+                event,
+                f"{recorded} with {len(event.args)} argument(s)",
+                f"activity {call.activity_type!r} called with {len(call.args)} argument(s)",
+            )
+        else:
+            for index, (old, new) in enumerate(zip(event.args, call.args, strict=True)):
+                old_shape, new_shape = _shape(old), _shape(new)
+                if old_shape != new_shape:
+                    self._mismatch(
+                        event,
+                        f"{recorded} with argument {index + 1} of type {old_shape}",
+                        f"argument {index + 1} of type {new_shape}",
+                    )
+        assert call is not None
+        call.recorded = True
+        # The recorded options win: a retried attempt must honour what was scheduled.
+        call.retry_policy = event.retry_policy
+        call.start_to_close_timeout = event.start_to_close_timeout
+        call.schedule_to_close_timeout = event.schedule_to_close_timeout
+        call.heartbeat_timeout = event.heartbeat_timeout
+        call.task_queue = event.task_queue
+        if event.scheduled_at is not None:
+            call.scheduled_at = event.scheduled_at
+
+    def _activity(self, event: AnyEvent, seq: int) -> ActivityCall:
+        call = self.activities.get(seq)
+        if call is None or not call.recorded:
+            self._mismatch(
+                event, f"an outcome of activity #{seq}", f"activity #{seq} was never scheduled"
+            )
+        assert call is not None
+        return call
+
+    def _on_activity_completed(self, event: ActivityCompleted) -> None:
+        call = self._activity(event, event.seq)
+        call.done = True
+        call.attempt = event.attempt
+        if call.future is not None and not call.future.done():
+            try:
+                value = self.converter.decode(
+                    event.result, call.result_type, name=f"result of {call.activity_type!r}"
+                )
+            except Exception as exc:
+                call.future.set_exception(exc)
+            else:
+                call.future.set_result(value)
+
+    def _on_activity_failed(self, event: ActivityFailed | ActivityTimedOut) -> None:
+        call = self._activity(event, event.seq)
+        call.attempt = event.attempt
+        if event.retry_at is not None:
+            call.attempt = event.attempt + 1
+            call.retry_at = event.retry_at
+            return
+        call.done = True
+        call.retry_at = None
+        if isinstance(event, ActivityFailed):
+            error = ActivityError(call.activity_type, call.seq, event.attempt, event.failure)
+            error.__cause__ = error_from_failure(event.failure)
+        else:
+            error = ActivityError(call.activity_type, call.seq, event.attempt, None)
+            error.__cause__ = ActivityTimeoutError(event.timeout_type)
+        if call.future is not None and not call.future.done():
+            call.future.set_exception(error)
+
+    def _on_heartbeat(self, event: ActivityHeartbeat) -> None:
+        self._activity(event, event.seq).heartbeat_details = event.details
+
+    def _on_timer_started(self, event: TimerStarted) -> None:
+        timer = self.timers.get(event.seq)
+        if timer is None:
+            self._mismatch(
+                event,
+                f"timer #{event.seq} for {event.duration:g}s",
+                f"no timer #{event.seq} was started",
+            )
+        assert timer is not None
+        timer.recorded = True
+        timer.fire_at = event.fire_at
+
+    def _on_timer_fired(self, event: TimerFired) -> None:
+        timer = self.timers.get(event.seq)
+        if timer is None or not timer.recorded:
+            self._mismatch(event, f"timer #{event.seq} fired", f"no timer #{event.seq} exists")
+        assert timer is not None
+        timer.fired = True
+        handle = self.timer_handles.pop(event.seq, None)
+        if handle is not None:
+            self.loop.fire_timer(handle)
+
+    def _on_timer_cancelled(self, event: TimerCancelled) -> None:
+        timer = self.timers.get(event.seq)
+        if timer is None or not timer.cancel_requested:
+            self._mismatch(
+                event,
+                f"timer #{event.seq} cancelled",
+                f"timer #{event.seq} was not cancelled by the code",
+            )
+        assert timer is not None
+        timer.cancel_recorded = True
+
+    def _mismatch(self, event: AnyEvent, recorded: str, produced: str) -> None:
+        raise NondeterminismError(
+            workflow_type=self.workflow_type,
+            run_id=self.run_id,
+            event_id=event.event_id,
+            recorded=f"{recorded} ({type(event).__name__})",
+            produced=produced,
+        )
+
+    # -- commands, called by workflow code through the SDK ---------------------------------
+
+    def schedule_activity(
+        self,
+        activity: ActivityDefinition[Any, Any] | str,
+        args: tuple[Any, ...],
+        options: ActivityOptions,
+    ) -> asyncio.Future[Any]:
+        if isinstance(activity, str):
+            name, param_names, result_type, base = activity, None, Any, ActivityOptions()
+        else:
+            name, param_names = activity.name, activity.param_names
+            result_type, base = activity.return_type, activity.options
+        resolved = options.merged_over(base).merged_over(self.activity_defaults)
+        names = [
+            f"argument {param_names[i]!r} of activity {name!r}"
+            if param_names is not None and i < len(param_names)
+            else f"argument {i + 1} of activity {name!r}"
+            for i in range(len(args))
+        ]
+        with _sandbox.unrestricted():
+            payloads = self.converter.encode_all(args, names)
+        start_to_close = resolved.start_to_close_timeout
+        if start_to_close is None and resolved.schedule_to_close_timeout is None:
+            start_to_close = DEFAULT_START_TO_CLOSE
+        seq = self._next_activity_seq
+        self._next_activity_seq += 1
+        future = self.loop.create_future()
+        self.activities[seq] = ActivityCall(
+            seq=seq,
+            activity_type=name,
+            args=payloads,
+            task_queue=resolved.task_queue or self.started.task_queue,
+            retry_policy=resolved.retry_policy or RetryPolicy(),
+            start_to_close_timeout=start_to_close,
+            schedule_to_close_timeout=resolved.schedule_to_close_timeout,
+            heartbeat_timeout=resolved.heartbeat_timeout,
+            scheduled_at=self.now,
+            result_type=result_type,
+            future=future,
+        )
+        return future
+
+    def start_timer(self, delay: float) -> int:
+        seq = self._next_timer_seq
+        self._next_timer_seq += 1
+        self.timers[seq] = TimerCall(
+            seq=seq, fire_at=self.now + timedelta(seconds=delay), duration=delay
+        )
+        return seq
+
+    def cancel_timer(self, seq: int) -> None:
+        timer = self.timers.get(seq)
+        if timer is not None and not timer.fired:
+            timer.cancel_requested = True
+        self.timer_handles.pop(seq, None)
+
+
+async def _run_main(definition: WorkflowDefinition, args: list[Any]) -> Any:
+    return await definition.start(args)
+
+
+def _is_bug(exc: BaseException) -> bool:
+    """Errors that mean the code is wrong, not that the run failed: retried after a fix."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, SandboxViolationError | NondeterminismError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+_JSON_SHAPES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
+def _shape(payload: Payload) -> str:
+    """The JSON kind of a payload's top-level value: what "the argument's type" compares."""
+    try:
+        if payload.encoding == "json":
+            value = msgspec.json.decode(payload.data)
+        else:
+            value = msgspec.msgpack.decode(payload.data)
+    except msgspec.DecodeError:
+        return "undecodable"
+    return _JSON_SHAPES.get(type(value), type(value).__name__)
+
+
+# Events without a handler (``None``) are engine bookkeeping the workflow code never sees.
+_HANDLERS: dict[type, Any] = {
+    WorkflowStarted: WorkflowInstance._on_started,
+    WorkflowTaskFailed: None,
+    WorkflowCompleted: WorkflowInstance._on_completed,
+    WorkflowFailed: WorkflowInstance._on_completed,
+    ActivityScheduled: WorkflowInstance._on_activity_scheduled,
+    ActivityCompleted: WorkflowInstance._on_activity_completed,
+    ActivityFailed: WorkflowInstance._on_activity_failed,
+    ActivityTimedOut: WorkflowInstance._on_activity_failed,
+    ActivityHeartbeat: WorkflowInstance._on_heartbeat,
+    TimerStarted: WorkflowInstance._on_timer_started,
+    TimerFired: WorkflowInstance._on_timer_fired,
+    TimerCancelled: WorkflowInstance._on_timer_cancelled,
+}

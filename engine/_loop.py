@@ -1,0 +1,186 @@
+"""The deterministic event loop workflow code runs on.
+
+An ``asyncio.AbstractEventLoop`` of our own, stepped by the runtime rather than run forever:
+``run_until_blocked`` executes ready callbacks in FIFO order until none is left, which is the
+only ordering a replay can reproduce. Because it is a real asyncio loop, the ordinary asyncio
+API works inside workflows — ``gather``, ``create_task``, ``wait``, ``Event``, ``Lock`` — and
+``call_later``/``call_at`` become *durable timers*: ``asyncio.sleep(3 * 86400)`` records a
+timer in history and survives restarts, and ``wait_for`` timeouts are durable too.
+
+``time()`` is workflow time (seconds since the epoch, taken from history), identical on every
+replay. Everything that would need real I/O (sockets, subprocesses, executors, signals) raises:
+workflow code reaches the world only through activities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+from collections.abc import Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from ._instance import WorkflowInstance
+
+__all__ = ["DurableTimerHandle", "WorkflowEventLoop"]
+
+
+class DurableTimerHandle(asyncio.TimerHandle):
+    """A ``call_at`` timer backed by a durable timer command; cancelling it cancels that."""
+
+    def __init__(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: WorkflowEventLoop,
+        context: contextvars.Context | None,
+        seq: int,
+    ) -> None:
+        super().__init__(when, callback, args, loop, context)
+        self.seq = seq
+        self.fired = False
+
+    def cancel(self) -> None:
+        if not self.cancelled() and not self.fired:
+            loop = self._loop
+            assert isinstance(loop, WorkflowEventLoop)
+            loop.instance.cancel_timer(self.seq)
+        super().cancel()
+
+
+class WorkflowEventLoop(asyncio.AbstractEventLoop):
+    """One per workflow instance; never runs outside :meth:`run_until_blocked`."""
+
+    def __init__(self, instance: WorkflowInstance) -> None:
+        self.instance = instance
+        self._ready: collections.deque[asyncio.Handle] = collections.deque()
+        self._running = False
+        self._exception_contexts: list[dict[str, Any]] = []
+
+    # -- stepping --------------------------------------------------------------------------
+
+    def run_until_blocked(self) -> None:
+        """Run ready callbacks until every task waits on something only history can supply."""
+        previous = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(self)
+        self._running = True
+        try:
+            while self._ready:
+                handle = self._ready.popleft()
+                if not handle.cancelled():
+                    handle._run()
+        finally:
+            self._running = False
+            asyncio.events._set_running_loop(previous)
+
+    def fire_timer(self, handle: DurableTimerHandle) -> None:
+        handle.fired = True
+        if not handle.cancelled():
+            self._ready.append(handle)
+
+    # -- the asyncio API workflow code uses ------------------------------------------------
+
+    def time(self) -> float:
+        return self.instance.now_epoch
+
+    def call_soon(
+        self,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        handle = asyncio.Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    def call_later(
+        self,
+        delay: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        return self.call_at(self.time() + delay, callback, *args, context=context)
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        delay = when - self.time()
+        if delay <= 0:  # already due: nothing to make durable
+            ready = asyncio.TimerHandle(when, callback, args, self, context)
+            self._ready.append(ready)
+            return ready
+        seq = self.instance.start_timer(delay)
+        handle = DurableTimerHandle(when, callback, args, self, context, seq)
+        self.instance.timer_handles[seq] = handle
+        return handle
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return asyncio.Future(loop=self)
+
+    def create_task(  # type: ignore[override]
+        self,
+        coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
+        *,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Task[Any]:
+        return asyncio.Task(coro, loop=self, name=name, context=context)  # type: ignore[arg-type]
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        pass  # DurableTimerHandle.cancel() already turned it into a cancel-timer command
+
+    def get_debug(self) -> bool:
+        return False
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def is_closed(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._ready.clear()
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        # An exception nobody awaited (a fire-and-forget task that failed). Kept for the
+        # worker's log; it must not escape into the real loop driving this one.
+        self._exception_contexts.append(context)
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        self.call_exception_handler(context)
+
+    def take_exception_contexts(self) -> list[dict[str, Any]]:
+        contexts, self._exception_contexts = self._exception_contexts, []
+        return contexts
+
+    # -- what workflow code may not do -----------------------------------------------------
+
+    def _refuse(self, what: str) -> NoReturn:
+        from ._errors import SandboxViolationError
+
+        raise SandboxViolationError(what, "an activity (workflow code must not do I/O)")
+
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> NoReturn:
+        self._refuse("loop.run_in_executor()")
+
+    async def getaddrinfo(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("loop.getaddrinfo()")
+
+    async def create_connection(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("loop.create_connection()")
+
+    async def subprocess_exec(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("loop.subprocess_exec()")
+
+    async def subprocess_shell(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("loop.subprocess_shell()")
+
+    def add_signal_handler(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("loop.add_signal_handler()")

@@ -1,0 +1,232 @@
+"""The worker: claims runs and activity tasks from one task queue and drives them.
+
+A worker holds every run it drives under a lease, renewed in one statement for all of them
+every third of the lease. A run whose renewal fails has been taken over (this process was
+paused past its lease): its driver stops at once, and the fencing token makes sure any append
+it still attempts is refused. On start, a worker first drops the leases of a previous process
+with the same identity (it is that process, restarted), so recovery does not wait for lease
+expiry; runs of other dead workers are claimed as their leases expire.
+
+Stopping is graceful: no new claims, in-flight drivers are cancelled, and each releases its run
+for immediate pickup by another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+from history import PayloadConverter, Store
+
+from ._clock import Clock, SystemClock
+from ._definitions import ActivityOptions, Registry
+from ._driver import DriverEnv, RunDriver
+from ._remote import ActivityTaskRunner
+from ._sandbox import install as install_sandbox
+
+__all__ = ["Worker"]
+
+log = structlog.get_logger("perdura.worker")
+
+
+def default_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Worker:
+    """Runs the workflows and activities registered on it for one task queue.
+
+    Use as ``async with Worker(...)`` (runs in the background of the block) or ``await
+    worker.run()`` (runs until cancelled).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        task_queue: str,
+        workflows: Iterable[object] = (),
+        activities: Iterable[object] = (),
+        identity: str | None = None,
+        max_concurrent_runs: int = 1000,
+        max_concurrent_activities: int = 100,
+        lease_seconds: float = 10.0,
+        keep_alive: float = 5.0,
+        poll_interval: float = 1.0,
+        workflow_task_retry: float = 10.0,
+        cache_size: int = 1000,
+        activity_defaults: ActivityOptions | None = None,
+        converter: PayloadConverter | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        for name, value in (
+            ("max_concurrent_runs", max_concurrent_runs),
+            ("max_concurrent_activities", max_concurrent_activities),
+            ("lease_seconds", lease_seconds),
+            ("poll_interval", poll_interval),
+            ("cache_size", cache_size),
+        ):
+            if value <= 0:
+                raise ValueError(f"Worker {name} must be > 0, got {value}")
+        if not task_queue:
+            raise ValueError("Worker task_queue must be a non-empty string")
+        self.store = store
+        self.task_queue = task_queue
+        self.registry = Registry(workflows, activities)
+        self.identity = identity or default_identity()
+        self.max_concurrent_runs = max_concurrent_runs
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.clock: Clock = clock or SystemClock()
+        slots = asyncio.Semaphore(max_concurrent_activities)
+        self.env = DriverEnv(
+            store=store,
+            registry=self.registry,
+            converter=converter or PayloadConverter(),
+            clock=self.clock,
+            identity=self.identity,
+            task_queue=task_queue,
+            keep_alive=keep_alive,
+            workflow_task_retry=workflow_task_retry,
+            activity_slots=slots,
+            activity_defaults=activity_defaults or ActivityOptions(),
+            cache_size=cache_size,
+        )
+        self.activity_runner = ActivityTaskRunner(
+            store=store,
+            registry=self.registry,
+            converter=self.env.converter,
+            clock=self.clock,
+            identity=self.identity,
+            task_queue=task_queue,
+            lease_seconds=lease_seconds,
+            slots=slots,
+        )
+        self.max_concurrent_activities = max_concurrent_activities
+        self.drivers: dict[str, RunDriver] = {}
+        self._driver_tasks: dict[str, asyncio.Task[None]] = {}
+        self._wakeup = asyncio.Event()
+        self._background: asyncio.Task[None] | None = None
+        self.log = log.bind(task_queue=task_queue, worker=self.identity)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self._background is not None:
+            raise RuntimeError("worker already started")
+        install_sandbox()
+        released = await self.store.release_owner(self.identity)
+        if released:
+            self.log.info("recovered runs held by this identity before a restart", runs=released)
+        self._background = asyncio.create_task(self.run())
+        # Let the poll loop make its first claim before start() returns.
+        await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        task, self._background = self._background, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    async def run(self) -> None:
+        """Poll, drive and renew until cancelled; then hand every run back."""
+        install_sandbox()
+        self.log.info("worker started")
+        renew = asyncio.create_task(self._renew_loop())
+        try:
+            await self._poll_loop()
+        finally:
+            renew.cancel()
+            tasks = list(self._driver_tasks.values()) + list(self.activity_runner.running.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, renew, return_exceptions=True)
+            self.log.info("worker stopped")
+
+    def notify(self, run_id: str | None = None) -> None:
+        """New work may be ready (a run was started or woken in this process)."""
+        if run_id is not None:
+            driver = self.drivers.get(run_id)
+            if driver is not None:
+                driver.notify()
+        self._wakeup.set()
+
+    # -- loops -----------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        store = self.store
+        while True:
+            self._wakeup.clear()
+            free = self.max_concurrent_runs - len(self.drivers)
+            claimed = 0
+            if free > 0:
+                claims = await store.claim_runs(
+                    self.task_queue,
+                    owner=self.identity,
+                    now=self.clock.now(),
+                    lease_seconds=self.lease_seconds,
+                    limit=min(free, 100),
+                )
+                for claim in claims:
+                    self._start_driver(claim)
+                claimed = len(claims)
+            if self.registry.activities:
+                free_slots = self.max_concurrent_activities - len(self.activity_runner.running)
+                claimed += await self.activity_runner.poll_once(min(free_slots, 100))
+            if claimed:
+                await asyncio.sleep(0)
+                continue
+            next_wake = await store.next_wake_at(self.task_queue)
+            deadline = self.clock.now() + self.poll_interval
+            if next_wake is not None:
+                deadline = min(deadline, next_wake)
+            await self.clock.wait(self._wakeup, deadline)
+
+    def _start_driver(self, claim: Any) -> None:
+        driver = RunDriver(self.env, claim)
+        self.drivers[claim.run_id] = driver
+        task = asyncio.create_task(self._drive(driver))
+        self._driver_tasks[claim.run_id] = task
+
+    async def _drive(self, driver: RunDriver) -> None:
+        try:
+            await driver.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("run driver crashed; the run will be retried", run_id=driver.run_id)
+        finally:
+            self.drivers.pop(driver.run_id, None)
+            self._driver_tasks.pop(driver.run_id, None)
+            self._wakeup.set()
+
+    async def _renew_loop(self) -> None:
+        interval = self.lease_seconds / 3
+        while True:
+            await self.clock.sleep_until(self.clock.now() + interval)
+            until = self.clock.now() + self.lease_seconds
+            try:
+                owned = await self.store.renew_leases(self.identity, until=until)
+                for run_id, driver in list(self.drivers.items()):
+                    if run_id not in owned and not driver.lost:
+                        self.log.warning("lease lost; another worker owns the run", run_id=run_id)
+                        driver.mark_lost()
+                await self.activity_runner.renew()
+            except Exception:
+                self.log.exception("lease renewal failed; will retry")

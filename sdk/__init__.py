@@ -1,0 +1,51 @@
+"""perdura: durable execution for Python. What user code imports.
+
+    from sdk import workflow, activity, RetryPolicy, open_client, open_worker
+"""
+
+from engine import ActivityError as ActivityError
+from engine import ActivityTimeoutError as ActivityTimeoutError
+from engine import ApplicationError as ApplicationError
+from engine import Client as Client
+from engine import NondeterminismError as NondeterminismError
+from engine import SandboxViolationError as SandboxViolationError
+from engine import Worker as Worker
+from engine import WorkflowDescription as WorkflowDescription
+from engine import WorkflowFailureError as WorkflowFailureError
+from engine import WorkflowHandle as WorkflowHandle
+from history import Durability as Durability
+from history import PayloadConverter as PayloadConverter
+from history import PerduraError as PerduraError
+from history import RetryPolicy as RetryPolicy
+from history import RunQuery as RunQuery
+from history import RunStatus as RunStatus
+from history import WorkflowAlreadyRunningError as WorkflowAlreadyRunningError
+
+from . import activity as activity
+from . import workflow as workflow
+from ._connect import open_client as open_client
+from ._connect import open_worker as open_worker
+
+__all__ = [
+    "ActivityError",
+    "ActivityTimeoutError",
+    "ApplicationError",
+    "Client",
+    "Durability",
+    "NondeterminismError",
+    "PayloadConverter",
+    "PerduraError",
+    "RetryPolicy",
+    "RunQuery",
+    "RunStatus",
+    "SandboxViolationError",
+    "Worker",
+    "WorkflowAlreadyRunningError",
+    "WorkflowDescription",
+    "WorkflowFailureError",
+    "WorkflowHandle",
+    "activity",
+    "open_client",
+    "open_worker",
+    "workflow",
+]

@@ -1,0 +1,66 @@
+"""Opening a client and a worker: the two context managers most programs start with."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from engine import Client, Clock, Worker
+from history import Durability, PayloadConverter, Store, open_store
+
+__all__ = ["open_client", "open_worker"]
+
+
+@asynccontextmanager
+async def open_client(
+    store: str | Path | Store | None = None,
+    *,
+    durability: Durability = Durability.FULL,
+    converter: PayloadConverter | None = None,
+    clock: Clock | None = None,
+) -> AsyncIterator[Client]:
+    """A client on ``store``: a URL (``sqlite:///app.db``), a path, an open store, or
+    ``None`` for ``$PERDURA_STORE`` / ``perdura.db``. A store opened here is closed on exit.
+    """
+    if store is None or isinstance(store, str | Path):
+        opened = await open_store(store, durability=durability)
+        try:
+            yield Client(opened, converter=converter, clock=clock)
+        finally:
+            await opened.close()
+    else:
+        yield Client(store, converter=converter, clock=clock)
+
+
+@asynccontextmanager
+async def open_worker(
+    client: Client,
+    *,
+    task_queue: str,
+    workflows: Iterable[object] = (),
+    activities: Iterable[object] = (),
+    **options: Any,
+) -> AsyncIterator[Worker]:
+    """Run a worker in the background for the duration of the block, sharing ``client``'s
+    store, clock and converter; runs started through ``client`` reach it without polling.
+
+    ``options`` are :class:`engine.Worker`'s keyword arguments (identity, concurrency,
+    lease_seconds, keep_alive …).
+    """
+    worker = Worker(
+        client.store,
+        task_queue=task_queue,
+        workflows=workflows,
+        activities=activities,
+        converter=client.converter,
+        clock=client.clock,
+        **options,
+    )
+    client.add_listener(worker)
+    try:
+        async with worker:
+            yield worker
+    finally:
+        client.remove_listener(worker)
