@@ -30,11 +30,12 @@ from history import (
     Failure,
     Payload,
     PayloadConverter,
+    PerduraError,
     TimeoutType,
 )
 
 from ._definitions import ActivityDefinition
-from ._errors import ActivityTimeoutError, ApplicationError, NotInWorkflowError, PerduraError
+from ._errors import ActivityTimeoutError, ApplicationError, NotInWorkflowError
 from ._failure import failure_from_exception, qualified_name
 from ._instance import ActivityCall
 
@@ -189,12 +190,10 @@ async def run_attempt(
 
 async def _invoke(definition: ActivityDefinition[Any, Any], args: list[Any]) -> Any:
     if definition.is_async:
-        return await definition.fn(*args)  # type: ignore[misc]
+        return await definition.fn(*args)
     # The thread cannot be killed: on timeout it is abandoned, and activity.heartbeat()
     # raises ActivityCancelledError inside it so cooperative code stops.
-    return await anyio.to_thread.run_sync(
-        _run_sync, definition.fn, args, abandon_on_cancel=True
-    )
+    return await anyio.to_thread.run_sync(_run_sync, definition.fn, args, abandon_on_cancel=True)
 
 
 def _run_sync(fn: Callable[..., Any], args: list[Any]) -> Any:

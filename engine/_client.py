@@ -8,7 +8,6 @@ bounded backoff.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from history import (
     AnyEvent,
     Failure,
     PayloadConverter,
+    PerduraError,
     RunInfo,
     RunQuery,
     RunStatus,
@@ -38,7 +38,7 @@ from history import (
 
 from ._clock import Clock, SystemClock, to_datetime
 from ._definitions import workflow_definition
-from ._errors import PerduraError, WorkflowFailureError
+from ._errors import WorkflowFailureError
 from ._failure import error_from_failure
 
 __all__ = ["Client", "PendingActivity", "WorkflowDescription", "WorkflowHandle"]
@@ -181,19 +181,17 @@ class WorkflowHandle:
         info = await self.run_info()
         return await self.client.store.read_history(info.run_id)
 
-    async def result(self, *, result_type: Any = None, timeout: float | None = None) -> Any:
-        """Wait for the run to close; return its result or raise ``WorkflowFailureError``."""
+    async def result(self, *, result_type: Any = None) -> Any:
+        """Wait for the run to close; return its result or raise ``WorkflowFailureError``.
+
+        Bound the wait with ``asyncio.timeout()`` if needed; the run is unaffected.
+        """
         store = self.client.store
         poll = 0.01
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         while True:
             info = await self.run_info()
             if not info.status.is_open:
                 break
-            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-                raise TimeoutError(
-                    f"workflow {self.workflow_id!r} still running after {timeout}s"
-                )
             await store.wait_for_run(info.run_id, poll)
             poll = min(poll * 2, 0.5)
         history = await store.read_history(info.run_id, after_event_id=info.history_length - 1)
@@ -270,4 +268,3 @@ def describe_history(
         last_task_failure=last_task_failure,
         failure=failure,
     )
-

@@ -35,6 +35,7 @@ from history import (
     Event,
     LeaseLostError,
     PayloadConverter,
+    PerduraError,
     RunClaim,
     RunClosedError,
     Store,
@@ -48,12 +49,12 @@ from history import (
 )
 
 from ._activity import ActivityInfo, AttemptOutcome, outcome_event, run_attempt
-from ._remote import remote_task
 from ._clock import Clock, to_datetime
 from ._definitions import ActivityOptions, Registry
-from ._errors import NondeterminismError, PerduraError
+from ._errors import NondeterminismError
 from ._failure import failure_from_exception
 from ._instance import ActivityCall, WorkflowInstance
+from ._remote import remote_task
 
 __all__ = ["DriverEnv", "RunDriver"]
 
@@ -180,9 +181,7 @@ class RunDriver:
         return await self._feed(events)
 
     async def _catch_up(self) -> bool:
-        events = await self.env.store.read_history(
-            self.run_id, after_event_id=self.history_length
-        )
+        events = await self.env.store.read_history(self.run_id, after_event_id=self.history_length)
         if events:
             self.history_length = events[-1].event_id
             self.last_event = events[-1]
@@ -410,9 +409,10 @@ class RunDriver:
             and last.failure.type == failure.type
             and last.failure.message == failure.message
         )
-        events: list[Event] = (
-            [] if repeated else [WorkflowTaskFailed(timestamp=to_datetime(env.clock.now()), failure=failure)]
-        )
+        events: list[Event] = []
+        if not repeated:
+            stamp = to_datetime(env.clock.now())
+            events.append(WorkflowTaskFailed(timestamp=stamp, failure=failure))
         [result] = await env.store.append(
             [
                 AppendRequest(
@@ -475,8 +475,7 @@ class RunDriver:
                 scheduled_at=call.scheduled_at,
                 started_at=to_datetime(env.clock.now()),
                 heartbeat_details=tuple(
-                    env.converter.decode(p, name="heartbeat detail")
-                    for p in call.heartbeat_details
+                    env.converter.decode(p, name="heartbeat detail") for p in call.heartbeat_details
                 ),
             )
 

@@ -1,16 +1,16 @@
 """Errors of the runtime; they extend the tree rooted in ``history``::
 
-    PerduraError
-    ├── (history) PayloadError, StoreError and their children
-    ├── ApplicationError            raised by user code to fail an activity or workflow on purpose
-    ├── ActivityError               what workflow code sees when an activity fails for good
-    ├── WorkflowFailureError        what a client sees when the run failed
-    ├── ActivityTimeoutError        the cause inside an ActivityError for a timeout
-    ├── NondeterminismError         workflow code no longer matches its recorded history
-    ├── SandboxViolationError       workflow code touched the clock, randomness, files, network …
-    ├── WorkflowNotRegisteredError  a run's workflow type is unknown to this worker
-    ├── ActivityNotRegisteredError  an activity type is unknown to the worker asked to run it
-    └── NotInWorkflowError          a ``workflow.*`` call made outside workflow code
+PerduraError
+├── (history) PayloadError, StoreError and their children
+├── ApplicationError            raised by user code to fail an activity or workflow on purpose
+├── ActivityError               what workflow code sees when an activity fails for good
+├── WorkflowFailureError        what a client sees when the run failed
+├── ActivityTimeoutError        the cause inside an ActivityError for a timeout
+├── NondeterminismError         workflow code no longer matches its recorded history
+├── SandboxViolationError       workflow code touched the clock, randomness, files, network …
+├── WorkflowNotRegisteredError  a run's workflow type is unknown to this worker
+├── ActivityNotRegisteredError  an activity type is unknown to the worker asked to run it
+└── NotInWorkflowError          a ``workflow.*`` call made outside workflow code
 """
 
 from __future__ import annotations
@@ -72,9 +72,7 @@ class ActivityError(PerduraError):
     :class:`ActivityTimeoutError`.
     """
 
-    def __init__(
-        self, activity_type: str, seq: int, attempt: int, failure: Failure | None
-    ) -> None:
+    def __init__(self, activity_type: str, seq: int, attempt: int, failure: Failure | None) -> None:
         self.activity_type = activity_type
         self.seq = seq
         self.attempt = attempt

@@ -158,7 +158,8 @@ class WorkflowInstance:
     activity_defaults: ActivityOptions = field(default_factory=ActivityOptions)
 
     def __post_init__(self) -> None:
-        self.loop = WorkflowEventLoop(self)
+        # The abstract I/O methods are deliberately absent: workflow code has no I/O.
+        self.loop = WorkflowEventLoop(self)  # type: ignore[abstract]
         self.random = random.Random(self.started.seed)
         self.now: datetime = self.started.timestamp
         self.now_epoch: float = self.now.timestamp()
@@ -277,9 +278,7 @@ class WorkflowInstance:
         if call is None:
             self._mismatch(event, recorded, f"no activity #{event.seq} was scheduled")
         elif call.activity_type != event.activity_type:
-            self._mismatch(
-                event, recorded, f"activity #{event.seq} is {call.activity_type!r}"
-            )
+            self._mismatch(event, recorded, f"activity #{event.seq} is {call.activity_type!r}")
         elif len(call.args) != len(event.args):
             self._mismatch(
                 event,

@@ -41,12 +41,11 @@ class DurableTimerHandle(asyncio.TimerHandle):
         super().__init__(when, callback, args, loop, context)
         self.seq = seq
         self.fired = False
+        self._workflow_loop = loop
 
     def cancel(self) -> None:
         if not self.cancelled() and not self.fired:
-            loop = self._loop
-            assert isinstance(loop, WorkflowEventLoop)
-            loop.instance.cancel_timer(self.seq)
+            self._workflow_loop.instance.cancel_timer(self.seq)
         super().cancel()
 
 
@@ -85,7 +84,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     def time(self) -> float:
         return self.instance.now_epoch
 
-    def call_soon(
+    def call_soon(  # type: ignore[override]
         self,
         callback: Callable[..., object],
         *args: Any,
@@ -95,7 +94,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         self._ready.append(handle)
         return handle
 
-    def call_later(
+    def call_later(  # type: ignore[override]
         self,
         delay: float,
         callback: Callable[..., object],
@@ -104,7 +103,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     ) -> asyncio.TimerHandle:
         return self.call_at(self.time() + delay, callback, *args, context=context)
 
-    def call_at(
+    def call_at(  # type: ignore[override]
         self,
         when: float,
         callback: Callable[..., object],
@@ -124,14 +123,14 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     def create_future(self) -> asyncio.Future[Any]:
         return asyncio.Future(loop=self)
 
-    def create_task(  # type: ignore[override]
+    def create_task(
         self,
         coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
         *,
         name: str | None = None,
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[Any]:
-        return asyncio.Task(coro, loop=self, name=name, context=context)  # type: ignore[arg-type]
+        return asyncio.Task(coro, loop=self, name=name, context=context)
 
     def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
         pass  # DurableTimerHandle.cancel() already turned it into a cancel-timer command
@@ -167,7 +166,9 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
 
         raise SandboxViolationError(what, "an activity (workflow code must not do I/O)")
 
-    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> NoReturn:
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Any, *args: Any
+    ) -> NoReturn:
         self._refuse("loop.run_in_executor()")
 
     async def getaddrinfo(self, *args: Any, **kwargs: Any) -> NoReturn:
@@ -182,5 +183,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     async def subprocess_shell(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._refuse("loop.subprocess_shell()")
 
-    def add_signal_handler(self, *args: Any, **kwargs: Any) -> NoReturn:
+    def add_signal_handler(  # type: ignore[override]
+        self, *args: Any, **kwargs: Any
+    ) -> NoReturn:
         self._refuse("loop.add_signal_handler()")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from history import AnyEvent, PayloadConverter, WorkflowStarted
+from history import AnyEvent, PayloadConverter, PerduraError, WorkflowStarted
 
 from ._definitions import Registry
-from ._errors import NondeterminismError, PerduraError
+from ._errors import NondeterminismError
 from ._instance import WorkflowInstance
 
 __all__ = ["replay_history"]

@@ -183,7 +183,7 @@ AnyEvent: TypeAlias = (
 )
 
 _msgpack_encoder: Final = msgspec.msgpack.Encoder()
-_msgpack_decoder: Final = msgspec.msgpack.Decoder(AnyEvent)
+_msgpack_decoder: Final[msgspec.msgpack.Decoder[Any]] = msgspec.msgpack.Decoder(AnyEvent)
 _json_encoder: Final = msgspec.json.Encoder()
 _json_list_decoder: Final = msgspec.json.Decoder(list[AnyEvent])
 
@@ -195,7 +195,8 @@ def encode_event(event: Event) -> bytes:
 
 def decode_event(data: bytes) -> AnyEvent:
     """Inverse of :func:`encode_event`; raises ``msgspec.DecodeError`` on damaged bytes."""
-    return _msgpack_decoder.decode(data)
+    event: AnyEvent = _msgpack_decoder.decode(data)
+    return event
 
 
 def encode_events_json(events: list[Any]) -> bytes:

@@ -25,7 +25,10 @@ __all__ = ["Encoding", "PayloadConverter"]
 
 Encoding = Literal["json", "msgpack"]
 
-_ENCODERS: Final = {"json": msgspec.json.Encoder(), "msgpack": msgspec.msgpack.Encoder()}
+_ENCODERS: Final[dict[str, msgspec.json.Encoder | msgspec.msgpack.Encoder]] = {
+    "json": msgspec.json.Encoder(),
+    "msgpack": msgspec.msgpack.Encoder(),
+}
 
 
 class PayloadConverter:
@@ -65,9 +68,7 @@ class PayloadConverter:
         try:
             return decoder.decode(payload.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise PayloadDecodeError(
-                f"cannot decode {name} as {_type_name(type_)}: {exc}"
-            ) from exc
+            raise PayloadDecodeError(f"cannot decode {name} as {_type_name(type_)}: {exc}") from exc
 
     def _decoder(self, encoding: str, type_: Any) -> Any:
         key = (encoding, type_)

@@ -204,6 +204,7 @@ class SqliteStore:
         self._reader = reader
         self._queued = _Batch()
         self._flushing = False
+        self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
         self._run_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.commits = 0
@@ -224,7 +225,9 @@ class SqliteStore:
         if path.is_dir():
             raise StoreError(f"store path {str(path)!r} is a directory, not a SQLite file")
         if not path.parent.exists():
-            raise StoreError(f"store path {str(path)!r}: folder {str(path.parent)!r} does not exist")
+            raise StoreError(
+                f"store path {str(path)!r}: folder {str(path.parent)!r} does not exist"
+            )
         writer = await cls._connect(path, durability, busy_timeout)
         try:
             await _on(writer, _migrate, path)
@@ -259,8 +262,8 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
-        while self._flushing or self._queued.ops:
-            await asyncio.sleep(0)
+        if self._flush_task is not None:
+            await self._flush_task
         await self._reader.close()
         await self._writer.close()
 
@@ -280,7 +283,7 @@ class SqliteStore:
         self._queued.futures.append(future)
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
         return await future
 
     async def _flush(self) -> None:
@@ -325,11 +328,11 @@ class SqliteStore:
                 self._notify_run(result.run_id)
         return results
 
-    async def wait_for_run(self, run_id: str, timeout: float) -> None:
+    async def wait_for_run(self, run_id: str, max_wait: float) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._run_waiters.setdefault(run_id, []).append(future)
         try:
-            await asyncio.wait_for(future, timeout)
+            await asyncio.wait_for(future, max_wait)
         except TimeoutError:
             pass
         finally:
@@ -581,7 +584,7 @@ class SqliteStore:
 
 async def _on(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(sqlite3_connection, *args)`` on ``conn``'s thread, in one hop."""
-    result: T = await conn._execute(fn, conn._conn, *args)
+    result: T = await conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call]
     return result
 
 
@@ -814,9 +817,7 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
             (new_next, req.now, req.now, req.run_id),
         )
     else:
-        conn.execute(
-            "UPDATE runs SET next_event_id = ? WHERE run_id = ?", (new_next, req.run_id)
-        )
+        conn.execute("UPDATE runs SET next_event_id = ? WHERE run_id = ?", (new_next, req.run_id))
     return AppendResult(run_id=req.run_id, next_event_id=new_next, events=tuple(events))
 
 

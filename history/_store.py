@@ -186,8 +186,7 @@ class Store(Protocol):
         """Apply each request atomically; one request's conflict does not affect the others."""
         ...
 
-    async def read_history(self, run_id: str, *, after_event_id: int = 0) -> list[AnyEvent]:
-        ...
+    async def read_history(self, run_id: str, *, after_event_id: int = 0) -> list[AnyEvent]: ...
 
     async def get_run(self, run_id: str) -> RunInfo: ...
 
@@ -201,8 +200,8 @@ class Store(Protocol):
 
     async def pending_timers(self, run_id: str | None = None) -> list[TimerInfo]: ...
 
-    async def wait_for_run(self, run_id: str, timeout: float) -> None:
-        """Return when this process appends to the run, or after ``timeout`` seconds.
+    async def wait_for_run(self, run_id: str, max_wait: float) -> None:
+        """Return when this process appends to the run, or after ``max_wait`` seconds.
 
         A hint for waiters, not a guarantee: callers re-read the run either way.
         """
@@ -232,6 +231,8 @@ class Store(Protocol):
         """Lease up to ``limit`` visible activity tasks; an expired lease counts as visible."""
         ...
 
-    async def renew_activity_tasks(self, owner: str, task_ids: list[int], *, until: float) -> set[int]:
+    async def renew_activity_tasks(
+        self, owner: str, task_ids: list[int], *, until: float
+    ) -> set[int]:
         """Extend the leases of those tasks still held by ``owner``; return their ids."""
         ...

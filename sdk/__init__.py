@@ -1,6 +1,6 @@
 """perdura: durable execution for Python. What user code imports.
 
-    from sdk import workflow, activity, RetryPolicy, open_client, open_worker
+from sdk import workflow, activity, RetryPolicy, open_client, open_worker
 """
 
 from engine import ActivityError as ActivityError

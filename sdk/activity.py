@@ -53,10 +53,12 @@ class Activity(ActivityDefinition[P, R]):
         return self._run_directly(*args)
 
     async def _run_directly(self, *args: Any) -> R:
+        fn: Any = self.fn
         if self.is_async:
-            result: R = await self.fn(*args)  # type: ignore[misc]
+            result: R = await fn(*args)
             return result
-        return await anyio.to_thread.run_sync(lambda: self.fn(*args))  # type: ignore[return-value]
+        value: R = await anyio.to_thread.run_sync(lambda: fn(*args))
+        return value
 
 
 @overload

@@ -103,9 +103,7 @@ def defn(target: Any = None, /, *, name: str | None = None) -> Any:
                 return_type=returns,
             )
         else:
-            raise TypeError(
-                f"@workflow.defn needs an 'async def' function or a class, got {obj!r}"
-            )
+            raise TypeError(f"@workflow.defn needs an 'async def' function or a class, got {obj!r}")
         setattr(obj, WORKFLOW_ATTRIBUTE, definition)
         return obj
 
