@@ -1,5 +1,6 @@
 """Configuration shared by every kind of test."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -8,3 +9,23 @@ from pathlib import Path
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
+
+# Hypothesis profiles: ``ci`` is bounded and deterministic so the suite stays inside its time
+# budget; ``thorough`` explores far more and runs on demand (``make test-thorough``).
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=5000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
