@@ -5,6 +5,7 @@ The bottom layer: it imports nothing from ``engine`` or ``sdk``.
 
 from ._errors import AppendConflictError as AppendConflictError
 from ._errors import CorruptStoreError as CorruptStoreError
+from ._errors import HistoryFileError as HistoryFileError
 from ._errors import LeaseLostError as LeaseLostError
 from ._errors import PayloadDecodeError as PayloadDecodeError
 from ._errors import PayloadEncodeError as PayloadEncodeError
@@ -36,6 +37,10 @@ from ._events import decode_event as decode_event
 from ._events import decode_events_json as decode_events_json
 from ._events import encode_event as encode_event
 from ._events import encode_events_json as encode_events_json
+from ._export import ExportedHistory as ExportedHistory
+from ._export import dump_history as dump_history
+from ._export import load_history as load_history
+from ._export import read_history_file as read_history_file
 from ._payload import Encoding as Encoding
 from ._payload import PayloadConverter as PayloadConverter
 from ._policy import RetryPolicy as RetryPolicy
@@ -73,7 +78,9 @@ __all__ = [
     "Durability",
     "Encoding",
     "Event",
+    "ExportedHistory",
     "Failure",
+    "HistoryFileError",
     "LeaseLostError",
     "Payload",
     "PayloadConverter",
@@ -104,7 +111,10 @@ __all__ = [
     "WorkflowTaskFailed",
     "decode_event",
     "decode_events_json",
+    "dump_history",
     "encode_event",
     "encode_events_json",
+    "load_history",
     "open_store",
+    "read_history_file",
 ]

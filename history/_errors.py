@@ -4,6 +4,7 @@ All errors perdura raises on purpose derive from ``PerduraError``; the ones that
 log itself live here because ``history`` is the bottom layer and may import nothing above it::
 
     PerduraError
+    ├── HistoryFileError            an exported history file that cannot be read
     ├── PayloadError                a user value that cannot be encoded or decoded
     │   ├── PayloadEncodeError
     │   └── PayloadDecodeError
@@ -26,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "AppendConflictError",
     "CorruptStoreError",
+    "HistoryFileError",
     "LeaseLostError",
     "PayloadDecodeError",
     "PayloadEncodeError",
@@ -41,6 +43,10 @@ __all__ = [
 
 class PerduraError(Exception):
     """Root of every error perdura raises on purpose."""
+
+
+class HistoryFileError(PerduraError):
+    """An exported history file is unreadable, of another format, or not gap-free."""
 
 
 class PayloadError(PerduraError):
