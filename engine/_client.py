@@ -112,6 +112,7 @@ class Client:
             raise ValueError("workflow id must be a non-empty string")
         if isinstance(workflow, str):
             name, names = workflow, [f"argument {i + 1}" for i in range(len(args))]
+            result_type: Any = None
         else:
             definition = workflow_definition(workflow)
             name = definition.name
@@ -121,6 +122,7 @@ class Client:
                     f"{len(args)} given"
                 )
             names = [f"argument {n!r} of workflow {name!r}" for n in definition.param_names]
+            result_type = definition.return_type
         payloads = self.converter.encode_all(args, names[: len(args)])
         now = self.clock.now()
         run_id = str(uuid.UUID(int=self._random.getrandbits(128), version=4))
@@ -135,7 +137,7 @@ class Client:
         await self.store.create_run(run_id, started, now=now)
         for listener in self._listeners:
             listener.notify()
-        return WorkflowHandle(self, id, run_id)
+        return WorkflowHandle(self, id, run_id, result_type=result_type)
 
     async def execute_workflow(
         self,
@@ -163,10 +165,15 @@ class Client:
 class WorkflowHandle:
     """A workflow id (and optionally one run of it) to wait on and inspect."""
 
-    def __init__(self, client: Client, workflow_id: str, run_id: str | None) -> None:
+    def __init__(
+        self, client: Client, workflow_id: str, run_id: str | None, *, result_type: Any = None
+    ) -> None:
         self.client = client
         self.workflow_id = workflow_id
         self.run_id = run_id
+        self.result_type = result_type
+        """What :meth:`result` decodes to by default: the workflow's return annotation when
+        the handle came from ``start_workflow``, else plain JSON-like values."""
 
     def __repr__(self) -> str:
         return f"WorkflowHandle(workflow_id={self.workflow_id!r}, run_id={self.run_id!r})"
@@ -196,6 +203,8 @@ class WorkflowHandle:
             poll = min(poll * 2, 0.5)
         history = await store.read_history(info.run_id, after_event_id=info.history_length - 1)
         last = history[-1]
+        if result_type is None:
+            result_type = self.result_type
         if isinstance(last, WorkflowCompleted):
             return self.client.converter.decode(
                 last.result, Any if result_type is None else result_type, name="workflow result"

@@ -15,6 +15,10 @@ from typing import Protocol
 
 __all__ = ["Clock", "ManualClock", "SystemClock"]
 
+# Taken before the workflow sandbox wraps ``time.time``: the runtime's own clock reads are not
+# workflow code and should not pay for the wrapper.
+_wall_time = time.time
+
 
 class Clock(Protocol):
     def now(self) -> float:
@@ -36,10 +40,10 @@ def to_datetime(epoch: float) -> datetime:
 
 class SystemClock:
     def now(self) -> float:
-        return time.time()
+        return _wall_time()
 
     async def sleep_until(self, deadline: float) -> None:
-        delay = deadline - time.time()
+        delay = deadline - _wall_time()
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -50,7 +54,7 @@ class SystemClock:
             await event.wait()
             return
         try:
-            async with asyncio.timeout(max(deadline - time.time(), 0.0)):
+            async with asyncio.timeout(max(deadline - _wall_time(), 0.0)):
                 await event.wait()
         except TimeoutError:
             pass
@@ -60,7 +64,7 @@ class ManualClock:
     """A clock that moves only when told to (``advance``/``set``), waking sleepers in order."""
 
     def __init__(self, start: float | None = None) -> None:
-        self._now = time.time() if start is None else start
+        self._now = _wall_time() if start is None else start
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._counter = 0
 

@@ -14,6 +14,7 @@ for immediate pickup by another worker.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 from collections.abc import Iterable
@@ -34,8 +35,18 @@ __all__ = ["Worker"]
 log = structlog.get_logger("perdura.worker")
 
 
+_worker_numbers = itertools.count(1)
+
+
 def default_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid`` for a process's first worker, ``host:pid:2`` … for the next ones.
+
+    The identity owns leases, and a starting worker releases every lease its identity holds
+    (its previous incarnation's), so two workers in one process must never share one.
+    """
+    number = next(_worker_numbers)
+    base = f"{socket.gethostname()}:{os.getpid()}"
+    return base if number == 1 else f"{base}:{number}"
 
 
 class Worker:
@@ -173,26 +184,36 @@ class Worker:
         store = self.store
         while True:
             self._wakeup.clear()
-            free = self.max_concurrent_runs - len(self.drivers)
+            # Only what this worker can take now: a worker without workflows leaves runs to
+            # those that have them (it could only fail them), and waking for work it cannot
+            # take would make this loop spin.
+            take_runs = bool(self.registry.workflows) and (
+                self.max_concurrent_runs > len(self.drivers)
+            )
+            take_tasks = bool(self.registry.activities) and (
+                self.max_concurrent_activities > len(self.activity_runner.running)
+            )
             claimed = 0
-            if free > 0:
+            if take_runs:
                 claims = await store.claim_runs(
                     self.task_queue,
                     owner=self.identity,
                     now=self.clock.now(),
                     lease_seconds=self.lease_seconds,
-                    limit=min(free, 100),
+                    limit=min(self.max_concurrent_runs - len(self.drivers), 100),
                 )
                 for claim in claims:
                     self._start_driver(claim)
                 claimed = len(claims)
-            if self.registry.activities:
+            if take_tasks:
                 free_slots = self.max_concurrent_activities - len(self.activity_runner.running)
                 claimed += await self.activity_runner.poll_once(min(free_slots, 100))
             if claimed:
                 await asyncio.sleep(0)
                 continue
-            next_wake = await store.next_wake_at(self.task_queue)
+            next_wake = await store.next_wake_at(
+                self.task_queue, runs=take_runs, activity_tasks=take_tasks, owner=self.identity
+            )
             deadline = self.clock.now() + self.poll_interval
             if next_wake is not None:
                 deadline = min(deadline, next_wake)

@@ -320,11 +320,13 @@ class SqliteStore:
         return await self._write(lambda conn: _create_run(conn, run_id, started, now))
 
     async def append(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
-        results = list(
-            await asyncio.gather(*(self._write(_append_op(request)) for request in requests))
-        )
+        if len(requests) == 1:
+            results = [await self._write(_append_op(requests[0]))]
+        else:
+            results = list(await asyncio.gather(*(self._write(_append_op(r)) for r in requests)))
         for result in results:
-            if result.error is None:
+            # Only a close is worth waking result() waiters for: they re-read the run.
+            if result.error is None and any(type(e) in _CLOSING_STATUS for e in result.events):
                 self._notify_run(result.run_id)
         return results
 
@@ -350,6 +352,9 @@ class SqliteStore:
     async def claim_runs(
         self, task_queue: str, *, owner: str, now: float, lease_seconds: float, limit: int
     ) -> list[RunClaim]:
+        # An owner never takes a run over from itself: a lease of its own that ran out (the
+        # process was paused, or a test clock jumped) is renewed, not re-claimed under a new
+        # fence while its driver is still at work on the run.
         def op(conn: sqlite3.Connection) -> list[RunClaim]:
             rows = conn.execute(
                 """
@@ -361,12 +366,12 @@ class SqliteStore:
                     UNION ALL
                     SELECT run_id FROM runs
                     WHERE status = 'running' AND owner IS NOT NULL AND task_queue = ?
-                      AND lease_expires_at < ?
+                      AND lease_expires_at < ? AND owner != ?
                     LIMIT ?
                 )
                 RETURNING run_id, fence, workflow_type, next_event_id
                 """,
-                (owner, now + lease_seconds, task_queue, now, task_queue, now, limit),
+                (owner, now + lease_seconds, task_queue, now, task_queue, now, owner, limit),
             ).fetchall()
             return [
                 RunClaim(run_id=r[0], fence=r[1], workflow_type=r[2], history_length=r[3] - 1)
@@ -550,21 +555,39 @@ class SqliteStore:
         rows = await self._read(fn, "reading timers")
         return [TimerInfo(run_id=r[0], seq=r[1], fire_at=_ts(r[2])) for r in rows]
 
-    async def next_wake_at(self, task_queue: str) -> float | None:
-        def fn(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute(
-                "SELECT MIN(t) FROM ("
-                " SELECT MIN(wake_at) AS t FROM runs"
+    async def next_wake_at(
+        self,
+        task_queue: str,
+        *,
+        runs: bool = True,
+        activity_tasks: bool = True,
+        owner: str | None = None,
+    ) -> float | None:
+        parts: list[str] = []
+        params: list[Any] = []
+        if runs:
+            parts.append(
+                "SELECT MIN(wake_at) AS t FROM runs"
                 " WHERE status = 'running' AND owner IS NULL AND task_queue = ?"
-                " UNION ALL"
-                " SELECT MIN(lease_expires_at) FROM runs"
+            )
+            parts.append(
+                "SELECT MIN(lease_expires_at) AS t FROM runs"
                 " WHERE status = 'running' AND owner IS NOT NULL AND task_queue = ?"
-                " UNION ALL"
-                " SELECT MIN(visible_at) FROM activity_tasks"
-                " WHERE task_queue = ? AND owner IS NULL)",
-                (task_queue, task_queue, task_queue),
-            ).fetchone()
-            value: float | None = row[0]
+                + ("" if owner is None else " AND owner != ?")
+            )
+            params += [task_queue, task_queue] + ([] if owner is None else [owner])
+        if activity_tasks:
+            parts.append(
+                "SELECT MIN(visible_at) AS t FROM activity_tasks"
+                " WHERE task_queue = ? AND owner IS NULL"
+            )
+            params.append(task_queue)
+        if not parts:
+            return None
+        sql = f"SELECT MIN(t) FROM ({' UNION ALL '.join(parts)})"
+
+        def fn(conn: sqlite3.Connection) -> float | None:
+            value: float | None = conn.execute(sql, params).fetchone()[0]
             return value
 
         return await self._read(fn, "reading the next wake-up time")

@@ -201,7 +201,7 @@ class Store(Protocol):
     async def pending_timers(self, run_id: str | None = None) -> list[TimerInfo]: ...
 
     async def wait_for_run(self, run_id: str, max_wait: float) -> None:
-        """Return when this process appends to the run, or after ``max_wait`` seconds.
+        """Return when this process closes the run, or after ``max_wait`` seconds.
 
         A hint for waiters, not a guarantee: callers re-read the run either way.
         """
@@ -210,7 +210,11 @@ class Store(Protocol):
     async def claim_runs(
         self, task_queue: str, *, owner: str, now: float, lease_seconds: float, limit: int
     ) -> list[RunClaim]:
-        """Lease up to ``limit`` ready runs of the queue; each claim increments the fence."""
+        """Lease up to ``limit`` ready runs of the queue; each claim increments the fence.
+
+        A run whose lease expired is claimable by any other owner, never by its own: an
+        owner renews its leases (``renew_leases``) and gives runs up with ``release_owner``.
+        """
         ...
 
     async def renew_leases(self, owner: str, *, until: float) -> set[str]:
@@ -221,8 +225,21 @@ class Store(Protocol):
         """Drop every lease held under ``owner`` (a restarted worker's previous incarnation)."""
         ...
 
-    async def next_wake_at(self, task_queue: str) -> float | None:
-        """Earliest ``wake_at`` among open, unleased runs of the queue."""
+    async def next_wake_at(
+        self,
+        task_queue: str,
+        *,
+        runs: bool = True,
+        activity_tasks: bool = True,
+        owner: str | None = None,
+    ) -> float | None:
+        """Earliest time something of the queue becomes claimable: an unleased run's
+        ``wake_at``, a held lease's expiry, an unleased activity task's ``visible_at``.
+
+        A poller asks only about what it can take — ``runs=False`` without workflows,
+        ``activity_tasks=False`` without activities, ``owner`` to leave out its own leases
+        (it never claims them) — so that work it cannot take does not wake it over and over.
+        """
         ...
 
     async def claim_activity_tasks(

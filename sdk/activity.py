@@ -49,7 +49,9 @@ class Activity(ActivityDefinition[P, R]):
             )
         if in_workflow():
             instance = current_instance(f"calling activity {self.name!r}")
-            return instance.schedule_activity(self, args, ActivityOptions())
+            # Scheduled now, in call order; returned as a coroutine (like execute_activity)
+            # so that asyncio.create_task(), which accepts nothing else, takes it too.
+            return _result_of(instance.schedule_activity(self, args, ActivityOptions()))
         return self._run_directly(*args)
 
     async def _run_directly(self, *args: Any) -> R:
@@ -59,6 +61,10 @@ class Activity(ActivityDefinition[P, R]):
             return result
         value: R = await anyio.to_thread.run_sync(lambda: fn(*args))
         return value
+
+
+async def _result_of(scheduled: Awaitable[R]) -> R:
+    return await scheduled
 
 
 @overload

@@ -1,0 +1,142 @@
+"""How a workflow is written and how it ends: function and class definitions, typed
+arguments, results and failures."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from engine import Client, Registry, replay_history
+from history import RunStatus, WorkflowCompleted, WorkflowFailed
+from sdk import ApplicationError, WorkflowFailureError, activity, open_worker, workflow
+
+QUEUE = "workflows"
+WAIT = 10.0
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    items: list[str]
+
+
+@activity.defn
+async def pack(item: str) -> str:
+    return f"packed {item}"
+
+
+@workflow.defn
+class Packer:
+    """A class-based workflow: each run gets its own instance, so state lives on ``self``."""
+
+    def __init__(self) -> None:
+        self.packed: list[str] = []
+
+    @workflow.run
+    async def run(self, order: Order) -> list[str]:
+        for item in order.items:
+            self.packed.append(await pack(item))
+        return self.packed
+
+
+@workflow.defn
+async def inspect_order(order: Order) -> str:
+    return f"{type(order).__name__} {order.order_id} with {len(order.items)} item(s)"
+
+
+@workflow.defn
+async def reject_empty(order: Order) -> str:
+    if not order.items:
+        raise ValueError(f"order {order.order_id} has no items")
+    return "accepted"
+
+
+@workflow.defn
+async def reject_fraud(order: Order) -> str:
+    raise ApplicationError("card reported stolen", order.order_id, type="FraudSuspected")
+
+
+@workflow.defn
+async def unencodable_result(order: Order) -> Any:
+    return object()
+
+
+async def _start(client: Client, wf: Any, *args: Any, id: str) -> Any:
+    return await client.start_workflow(wf, *args, id=id, task_queue=QUEUE)
+
+
+async def test_class_based_workflow_runs_with_a_fresh_instance_per_run(client: Client) -> None:
+    async with open_worker(client, task_queue=QUEUE, workflows=[Packer], activities=[pack]):
+        first = await _start(client, Packer, Order("o-1", ["hat", "scarf"]), id="pack-1")
+        second = await _start(client, Packer, Order("o-2", ["boots"]), id="pack-2")
+        async with asyncio.timeout(WAIT):
+            results = await asyncio.gather(first.result(), second.result())
+
+    assert results == [["packed hat", "packed scarf"], ["packed boots"]]
+    replayed = replay_history(Registry([Packer]), await first.history())
+    recorded = (await first.history())[-1]
+    assert isinstance(recorded, WorkflowCompleted)
+    assert replayed.completion is not None
+    assert replayed.completion.result == recorded.result
+
+
+async def test_dataclass_argument_reaches_the_workflow_as_that_dataclass(client: Client) -> None:
+    async with open_worker(client, task_queue=QUEUE, workflows=[inspect_order]):
+        async with asyncio.timeout(WAIT):
+            result = await client.execute_workflow(
+                inspect_order, Order("o-3", ["tea"]), id="inspect-3", task_queue=QUEUE
+            )
+
+    assert result == "Order o-3 with 1 item(s)"
+
+
+async def test_workflow_raising_an_exception_ends_failed_with_the_exception_as_cause(
+    client: Client,
+) -> None:
+    async with open_worker(client, task_queue=QUEUE, workflows=[reject_empty]):
+        handle = await _start(client, reject_empty, Order("o-4", []), id="reject-4")
+        async with asyncio.timeout(WAIT):
+            with pytest.raises(WorkflowFailureError) as raised:
+                await handle.result()
+
+    error = raised.value
+    assert (error.workflow_id, error.run_id) == ("reject-4", handle.run_id)
+    assert (error.failure.type, error.failure.message) == ("ValueError", "order o-4 has no items")
+    cause = error.__cause__
+    assert isinstance(cause, ApplicationError)
+    assert (cause.type, cause.message) == ("ValueError", "order o-4 has no items")
+    description = await handle.describe()
+    assert description.status is RunStatus.FAILED
+    assert description.failure == error.failure
+    assert isinstance((await handle.history())[-1], WorkflowFailed)
+
+
+async def test_application_error_raised_by_a_workflow_keeps_its_type_and_details(
+    client: Client,
+) -> None:
+    async with open_worker(client, task_queue=QUEUE, workflows=[reject_fraud]):
+        handle = await _start(client, reject_fraud, Order("o-5", ["tv"]), id="fraud-5")
+        async with asyncio.timeout(WAIT):
+            with pytest.raises(WorkflowFailureError) as raised:
+                await handle.result()
+
+    failure = raised.value.failure
+    assert (failure.type, failure.message) == ("FraudSuspected", "card reported stolen")
+    assert [client.converter.decode(d) for d in failure.details] == ["o-5"]
+
+
+async def test_workflow_result_that_cannot_be_encoded_fails_the_run_naming_it(
+    client: Client,
+) -> None:
+    async with open_worker(client, task_queue=QUEUE, workflows=[unencodable_result]):
+        handle = await _start(client, unencodable_result, Order("o-6", []), id="bad-result-6")
+        async with asyncio.timeout(WAIT):
+            with pytest.raises(WorkflowFailureError) as raised:
+                await handle.result()
+
+    failure = raised.value.failure
+    assert failure.type.endswith(".PayloadEncodeError")
+    assert "result of workflow 'unencodable_result'" in failure.message
