@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -83,10 +82,11 @@ class ActivityContext:
     loop: asyncio.AbstractEventLoop
     on_heartbeat: Callable[[tuple[Any, ...]], None]
     last_heartbeat: float = 0.0
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    abandoned: bool = False
+    """Set by the runtime when it gives up on the attempt; read by the activity's thread."""
 
     def heartbeat(self, details: tuple[Any, ...]) -> None:
-        if self.cancelled.is_set():
+        if self.abandoned:
             raise ActivityCancelledError(
                 f"activity {self.info.activity_type!r} attempt {self.info.attempt} was "
                 "abandoned by the runtime (timed out or worker shutting down)"
@@ -147,45 +147,87 @@ async def run_attempt(
     except Exception as exc:
         return AttemptOutcome(error=ApplicationError(str(exc), non_retryable=True))
 
-    deadline, deadline_kind = _attempt_deadline(call, now)
-    started = loop.time()
+    limit, kind = _attempt_deadline(call, now)
     token = _current.set(context)
     try:
-        task = loop.create_task(_invoke(definition, args))
-    finally:
-        _current.reset(token)
-    try:
-        while True:
-            limit = started + deadline - loop.time() if deadline is not None else None
-            kind = deadline_kind
-            if call.heartbeat_timeout is not None:
-                silent_limit = context.last_heartbeat + call.heartbeat_timeout - loop.time()
-                if limit is None or silent_limit < limit:
-                    limit, kind = silent_limit, TimeoutType.HEARTBEAT
-            if limit is not None and limit <= 0:
-                context.cancelled.set()
-                task.cancel()
-                return AttemptOutcome(timeout=kind)
-            done, _ = await asyncio.wait({task}, timeout=limit)
-            if done:
-                break
-    except BaseException:
-        context.cancelled.set()
-        task.cancel()
-        raise
-    try:
-        value = task.result()
+        if definition.is_async and call.heartbeat_timeout is None:
+            value = await _run_inline(definition, args, limit, kind)
+        else:
+            value = await _run_watched(definition, args, call, context, limit, kind)
+    except _AttemptTimedOut as timed_out:
+        context.abandoned = True
+        return AttemptOutcome(timeout=timed_out.kind)
     except ActivityTimeoutError as exc:  # raised by the activity itself: treat as a timeout
         return AttemptOutcome(timeout=exc.timeout_type)
     except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            context.abandoned = True
+            raise  # the worker is stopping or lost the run: not the activity's outcome
         return AttemptOutcome(error=ApplicationError("activity was cancelled"))
     except Exception as exc:
         return AttemptOutcome(error=exc)
+    finally:
+        _current.reset(token)
     try:
         payload = converter.encode(value, name=f"result of activity {definition.name!r}")
     except Exception as exc:
         return AttemptOutcome(error=ApplicationError(str(exc), non_retryable=True))
     return AttemptOutcome(result=payload)
+
+
+class _AttemptTimedOut(Exception):
+    def __init__(self, kind: TimeoutType) -> None:
+        self.kind = kind
+
+
+async def _run_inline(
+    definition: ActivityDefinition[Any, Any],
+    args: list[Any],
+    limit: float | None,
+    kind: TimeoutType,
+) -> Any:
+    """The common case (async, no heartbeat timeout): awaited in place, no extra task."""
+    scope = asyncio.timeout(limit)
+    try:
+        async with scope:
+            return await _invoke(definition, args)
+    except TimeoutError:
+        if scope.expired():
+            raise _AttemptTimedOut(kind) from None
+        raise
+
+
+async def _run_watched(
+    definition: ActivityDefinition[Any, Any],
+    args: list[Any],
+    call: ActivityCall,
+    context: ActivityContext,
+    limit: float | None,
+    kind: TimeoutType,
+) -> Any:
+    """A separate task, watched for its deadline and for heartbeat silence."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = loop.create_task(_invoke(definition, args))
+    try:
+        while True:
+            remaining = started + limit - loop.time() if limit is not None else None
+            reason = kind
+            if call.heartbeat_timeout is not None:
+                silent = context.last_heartbeat + call.heartbeat_timeout - loop.time()
+                if remaining is None or silent < remaining:
+                    remaining, reason = silent, TimeoutType.HEARTBEAT
+            if remaining is not None and remaining <= 0:
+                task.cancel()
+                raise _AttemptTimedOut(reason)
+            done, _ = await asyncio.wait({task}, timeout=remaining)
+            if done:
+                return task.result()
+    except BaseException:
+        context.abandoned = True
+        task.cancel()
+        raise
 
 
 async def _invoke(definition: ActivityDefinition[Any, Any], args: list[Any]) -> Any:

@@ -250,7 +250,7 @@ class RunDriver:
                 scheduled.add(call.seq)
                 events.append(call.scheduled_event(stamp))
 
-        for timer in instance.timers.values():
+        for timer in list(instance.open_timers.values()):
             if not timer.recorded and not timer.cancel_requested:
                 events.append(
                     TimerStarted(
@@ -270,7 +270,7 @@ class RunDriver:
             elif timer.pending and timer.fire_at.timestamp() <= now:
                 events.append(TimerFired(timestamp=stamp, seq=timer.seq))
 
-        for call in instance.activities.values():
+        for call in instance.open_activities.values():
             if not call.done and not call.recorded and not self.env.runs_locally(call):
                 event = call.scheduled_event(stamp)
                 scheduled.add(call.seq)
@@ -435,7 +435,7 @@ class RunDriver:
     def _start_due_attempts(self, now: float) -> None:
         instance = self.instance
         assert instance is not None
-        for call in instance.activities.values():
+        for call in instance.open_activities.values():
             if call.done or call.seq in self.local or not self.env.runs_locally(call):
                 continue
             if call.retry_at is not None and call.retry_at.timestamp() > now:
@@ -447,10 +447,10 @@ class RunDriver:
     def _next_due(self) -> float | None:
         instance = self.instance
         assert instance is not None
-        due = [t.fire_at.timestamp() for t in instance.timers.values() if t.pending]
+        due = [t.fire_at.timestamp() for t in instance.open_timers.values() if t.pending]
         due.extend(
             c.retry_at.timestamp()
-            for c in instance.activities.values()
+            for c in instance.open_activities.values()
             if not c.done
             and c.retry_at is not None
             and c.seq not in self.local

@@ -169,6 +169,11 @@ class WorkflowInstance:
         while ``last_event_id`` is below it the instance is replaying (logs stay silent)."""
         self.activities: dict[int, ActivityCall] = {}
         self.timers: dict[int, TimerCall] = {}
+        # Indexes of what still needs the driver, so its per-step work does not grow with
+        # the length of the history.
+        self.open_activities: dict[int, ActivityCall] = {}
+        self.open_timers: dict[int, TimerCall] = {}
+        self._resolved_options: dict[int, ActivityOptions] = {}
         self.timer_handles: dict[int, DurableTimerHandle] = {}
         self.completion: Completion | None = None
         self.completion_recorded = False
@@ -208,7 +213,8 @@ class WorkflowInstance:
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
-        self._step()
+        if self.loop.has_ready():
+            self._step()
 
     def _step(self) -> None:
         _state.instance = self
@@ -318,6 +324,7 @@ class WorkflowInstance:
         call = self._activity(event, event.seq)
         call.done = True
         call.attempt = event.attempt
+        self.open_activities.pop(call.seq, None)
         if call.future is not None and not call.future.done():
             try:
                 value = self.converter.decode(
@@ -337,6 +344,7 @@ class WorkflowInstance:
             return
         call.done = True
         call.retry_at = None
+        self.open_activities.pop(call.seq, None)
         if isinstance(event, ActivityFailed):
             error = ActivityError(call.activity_type, call.seq, event.attempt, event.failure)
             error.__cause__ = error_from_failure(event.failure)
@@ -367,6 +375,7 @@ class WorkflowInstance:
             self._mismatch(event, f"timer #{event.seq} fired", f"no timer #{event.seq} exists")
         assert timer is not None
         timer.fired = True
+        self.open_timers.pop(timer.seq, None)
         handle = self.timer_handles.pop(event.seq, None)
         if handle is not None:
             self.loop.fire_timer(handle)
@@ -381,6 +390,7 @@ class WorkflowInstance:
             )
         assert timer is not None
         timer.cancel_recorded = True
+        self.open_timers.pop(timer.seq, None)
 
     def _mismatch(self, event: AnyEvent, recorded: str, produced: str) -> None:
         raise NondeterminismError(
@@ -400,11 +410,17 @@ class WorkflowInstance:
         options: ActivityOptions,
     ) -> asyncio.Future[Any]:
         if isinstance(activity, str):
-            name, param_names, result_type, base = activity, None, Any, ActivityOptions()
+            name, param_names, result_type = activity, None, Any
+            base = self.activity_defaults
         else:
             name, param_names = activity.name, activity.param_names
-            result_type, base = activity.return_type, activity.options
-        resolved = options.merged_over(base).merged_over(self.activity_defaults)
+            result_type = activity.return_type
+            cached = self._resolved_options.get(id(activity))
+            if cached is None:
+                cached = activity.options.merged_over(self.activity_defaults)
+                self._resolved_options[id(activity)] = cached
+            base = cached
+        resolved = base if options == _NO_OPTIONS else options.merged_over(base)
         names = [
             f"argument {param_names[i]!r} of activity {name!r}"
             if param_names is not None and i < len(param_names)
@@ -419,7 +435,7 @@ class WorkflowInstance:
         seq = self._next_activity_seq
         self._next_activity_seq += 1
         future = self.loop.create_future()
-        self.activities[seq] = ActivityCall(
+        self.activities[seq] = self.open_activities[seq] = ActivityCall(
             seq=seq,
             activity_type=name,
             args=payloads,
@@ -437,7 +453,7 @@ class WorkflowInstance:
     def start_timer(self, delay: float) -> int:
         seq = self._next_timer_seq
         self._next_timer_seq += 1
-        self.timers[seq] = TimerCall(
+        self.timers[seq] = self.open_timers[seq] = TimerCall(
             seq=seq, fire_at=self.now + timedelta(seconds=delay), duration=delay
         )
         return seq
@@ -446,7 +462,12 @@ class WorkflowInstance:
         timer = self.timers.get(seq)
         if timer is not None and not timer.fired:
             timer.cancel_requested = True
+            if not timer.recorded:  # never made durable: nothing to record either
+                self.open_timers.pop(seq, None)
         self.timer_handles.pop(seq, None)
+
+
+_NO_OPTIONS = ActivityOptions()
 
 
 async def _run_main(definition: WorkflowDefinition, args: list[Any]) -> Any:

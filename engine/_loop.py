@@ -74,6 +74,9 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
             self._running = False
             asyncio.events._set_running_loop(previous)
 
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
     def fire_timer(self, handle: DurableTimerHandle) -> None:
         handle.fired = True
         if not handle.cancelled():
