@@ -32,6 +32,7 @@ from history import (
     AnyEvent,
     AppendConflictError,
     AppendRequest,
+    AppendResult,
     Event,
     LeaseLostError,
     PayloadConverter,
@@ -53,6 +54,7 @@ from ._clock import Clock, to_datetime
 from ._definitions import ActivityOptions, Registry
 from ._errors import NondeterminismError
 from ._failure import failure_from_exception
+from ._faults import FaultPoint, Faults, InjectedCrash
 from ._instance import ActivityCall, WorkflowInstance
 from ._remote import remote_task
 
@@ -78,6 +80,14 @@ class DriverEnv:
     cache: dict[str, WorkflowInstance] = field(default_factory=dict)
     cache_size: int = 1000
     on_closed: Callable[[str], None] | None = None
+    faults: Faults | None = None
+
+    def fault(self, point: FaultPoint) -> None:
+        if self.faults is not None:
+            self.faults.hit(point)
+
+    def faults_crashed(self) -> InjectedCrash | None:
+        return None if self.faults is None else self.faults.crashed
 
     def runs_locally(self, call: ActivityCall) -> bool:
         return call.task_queue == self.task_queue and call.activity_type in self.registry.activities
@@ -118,6 +128,11 @@ class RunDriver:
         self.local: dict[int, asyncio.Task[None]] = {}
         self.outcomes: list[tuple[int, int, AttemptOutcome]] = []
         self.heartbeats: dict[int, tuple[int, tuple[Any, ...]]] = {}
+        self.crash: InjectedCrash | None = None
+        self.waiting = False
+        """True while the driver waits for a timer, a retry or an outcome (time skipping
+        may advance the clock only when every driver is waiting and nothing runs)."""
+        self.wait_deadline: float | None = None
         self.log = log.bind(run_id=self.run_id)
 
     # -- entry point -----------------------------------------------------------------------
@@ -135,7 +150,7 @@ class RunDriver:
         finally:
             for task in self.local.values():
                 task.cancel()
-            if not released and not self.lost:
+            if not released and not self.lost and self.env.faults_crashed() is None:
                 # Shutting down (or an unexpected error): hand the run over at once.
                 self.env.cache.pop(self.run_id, None)
                 await asyncio.shield(self._release_quietly())
@@ -212,6 +227,8 @@ class RunDriver:
         instance = self.instance
         assert instance is not None
         while True:
+            if self.crash is not None:
+                raise self.crash
             if self.lost:
                 raise _Lost
             if instance.closed:
@@ -235,7 +252,12 @@ class RunDriver:
             self.wakeup.clear()
             if self.outcomes or self.heartbeats:
                 continue
-            await env.clock.wait(self.wakeup, next_due)
+            self.waiting = True
+            self.wait_deadline = next_due
+            try:
+                await env.clock.wait(self.wakeup, next_due)
+            finally:
+                self.waiting = False
 
     def _collect(self, now: float) -> _Batch:
         instance = self.instance
@@ -268,6 +290,7 @@ class RunDriver:
             ):
                 events.append(TimerCancelled(timestamp=stamp, seq=timer.seq))
             elif timer.pending and timer.fire_at.timestamp() <= now:
+                self.env.fault(FaultPoint.TIMER_FIRE)
                 events.append(TimerFired(timestamp=stamp, seq=timer.seq))
 
         for call in instance.open_activities.values():
@@ -325,7 +348,7 @@ class RunDriver:
             fence=self.fence,
             activity_tasks=batch.tasks,
         )
-        [result] = await env.store.append([request])
+        result = await self._store_append(request)
         error = result.error
         if isinstance(error, AppendConflictError):
             return await self._catch_up()
@@ -347,18 +370,17 @@ class RunDriver:
 
     async def _release(self, wake_at: float | None) -> bool:
         env = self.env
-        [result] = await env.store.append(
-            [
-                AppendRequest(
-                    run_id=self.run_id,
-                    events=[],
-                    now=env.clock.now(),
-                    expected_next_event_id=self.history_length + 1,
-                    fence=self.fence,
-                    release=True,
-                    wake_at=wake_at,
-                )
-            ]
+        env.fault(FaultPoint.RELEASE)
+        result = await self._store_append(
+            AppendRequest(
+                run_id=self.run_id,
+                events=[],
+                now=env.clock.now(),
+                expected_next_event_id=self.history_length + 1,
+                fence=self.fence,
+                release=True,
+                wake_at=wake_at,
+            )
         )
         error = result.error
         if isinstance(error, AppendConflictError):
@@ -370,6 +392,12 @@ class RunDriver:
         if error is not None:
             raise error
         return True
+
+    async def _store_append(self, request: AppendRequest) -> AppendResult:
+        self.env.fault(FaultPoint.BEFORE_APPEND)
+        [result] = await self.env.store.append([request])
+        self.env.fault(FaultPoint.AFTER_APPEND)
+        return result
 
     async def _release_quietly(self) -> None:
         try:
@@ -413,17 +441,15 @@ class RunDriver:
         if not repeated:
             stamp = to_datetime(env.clock.now())
             events.append(WorkflowTaskFailed(timestamp=stamp, failure=failure))
-        [result] = await env.store.append(
-            [
-                AppendRequest(
-                    run_id=self.run_id,
-                    events=events,
-                    now=env.clock.now(),
-                    fence=self.fence,
-                    release=True,
-                    wake_at=env.clock.now() + env.workflow_task_retry,
-                )
-            ]
+        result = await self._store_append(
+            AppendRequest(
+                run_id=self.run_id,
+                events=events,
+                now=env.clock.now(),
+                fence=self.fence,
+                release=True,
+                wake_at=env.clock.now() + env.workflow_task_retry,
+            )
         )
         if result.error is not None and not isinstance(
             result.error, LeaseLostError | RunClosedError
@@ -485,11 +511,17 @@ class RunDriver:
                     self.wakeup.set()
 
             async with env.activity_slots:
+                env.fault(FaultPoint.ACTIVITY_START)
                 outcome = await run_attempt(
                     definition, call, info, env.converter, on_heartbeat, env.clock.now()
                 )
+                env.fault(FaultPoint.ACTIVITY_COMPLETE)
         except asyncio.CancelledError:
             raise
+        except InjectedCrash as crash:  # the process "died" here: the driver must die too
+            self.crash = crash
+            self.wakeup.set()
+            return
         except Exception as exc:  # a bug in our own bookkeeping must not hang the run
             outcome = AttemptOutcome(error=exc)
         finally:

@@ -22,11 +22,12 @@ from typing import Any
 
 import structlog
 
-from history import PayloadConverter, Store
+from history import PayloadConverter, Store, StoreError
 
 from ._clock import Clock, SystemClock
 from ._definitions import ActivityOptions, Registry
 from ._driver import DriverEnv, RunDriver
+from ._faults import FaultPoint, Faults, InjectedCrash
 from ._remote import ActivityTaskRunner
 from ._sandbox import install as install_sandbox
 
@@ -74,6 +75,7 @@ class Worker:
         activity_defaults: ActivityOptions | None = None,
         converter: PayloadConverter | None = None,
         clock: Clock | None = None,
+        faults: Faults | None = None,
     ) -> None:
         for name, value in (
             ("max_concurrent_runs", max_concurrent_runs),
@@ -107,6 +109,7 @@ class Worker:
             activity_slots=slots,
             activity_defaults=activity_defaults or ActivityOptions(),
             cache_size=cache_size,
+            faults=faults,
         )
         self.activity_runner = ActivityTaskRunner(
             store=store,
@@ -123,6 +126,12 @@ class Worker:
         self._driver_tasks: dict[str, asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
         self._background: asyncio.Task[None] | None = None
+        self._run_task: asyncio.Task[Any] | None = None
+        self._polling_idle = False
+        self.stopped = asyncio.Event()
+        """Set once :meth:`run` has returned (stopped, or crashed in a fault-injection test)."""
+        self.crashed: InjectedCrash | None = None
+        """The injected crash that killed this worker (fault-injection tests only)."""
         self.log = log.bind(task_queue=task_queue, worker=self.identity)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -152,23 +161,55 @@ class Worker:
         task.cancel()
         try:
             await task
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, InjectedCrash):
             pass
 
     async def run(self) -> None:
-        """Poll, drive and renew until cancelled; then hand every run back."""
+        """Poll, drive and renew until cancelled; then hand every run back.
+
+        After an injected crash (tests only) it raises :class:`InjectedCrash` instead, having
+        released nothing: the store is left as a killed process would leave it.
+        """
         install_sandbox()
         self.log.info("worker started")
+        self._run_task = asyncio.current_task()
         renew = asyncio.create_task(self._renew_loop())
         try:
-            await self._poll_loop()
+            while True:
+                try:
+                    await self._poll_loop()
+                except StoreError as exc:
+                    # A store locked past its busy timeout (or a full disk) is usually
+                    # transient; a worker that stopped polling for good would strand runs.
+                    self.log.warning("polling the store failed; will retry", error=str(exc))
+                    await self.clock.sleep_until(self.clock.now() + self.poll_interval)
+        except InjectedCrash as crash:
+            self.crashed = crash
         finally:
             renew.cancel()
             tasks = list(self._driver_tasks.values()) + list(self.activity_runner.running.values())
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, renew, return_exceptions=True)
-            self.log.info("worker stopped")
+            self.log.info("worker stopped", crashed=self.crashed is not None)
+            self.stopped.set()
+        if self.crashed is not None:
+            raise self.crashed
+
+    def _on_crash(self, crash: InjectedCrash) -> None:
+        if self.crashed is None:
+            self.crashed = crash
+            if self._run_task is not None:
+                self._run_task.cancel()
+
+    def is_idle(self) -> bool:
+        """Nothing runs and nothing is due now: every driver waits on a timer, a retry or
+        an outcome from elsewhere. Time skipping advances the clock only then."""
+        return (
+            self._polling_idle
+            and not self.activity_runner.running
+            and all(d.waiting and not d.local for d in self.drivers.values())
+        )
 
     def notify(self, run_id: str | None = None) -> None:
         """New work may be ready (a run was started or woken in this process)."""
@@ -195,6 +236,7 @@ class Worker:
             )
             claimed = 0
             if take_runs:
+                self.env.fault(FaultPoint.BEFORE_CLAIM)
                 claims = await store.claim_runs(
                     self.task_queue,
                     owner=self.identity,
@@ -202,6 +244,8 @@ class Worker:
                     lease_seconds=self.lease_seconds,
                     limit=min(self.max_concurrent_runs - len(self.drivers), 100),
                 )
+                if claims:
+                    self.env.fault(FaultPoint.AFTER_CLAIM)
                 for claim in claims:
                     self._start_driver(claim)
                 claimed = len(claims)
@@ -217,7 +261,11 @@ class Worker:
             deadline = self.clock.now() + self.poll_interval
             if next_wake is not None:
                 deadline = min(deadline, next_wake)
-            await self.clock.wait(self._wakeup, deadline)
+            self._polling_idle = True
+            try:
+                await self.clock.wait(self._wakeup, deadline)
+            finally:
+                self._polling_idle = False
 
     def _start_driver(self, claim: Any) -> None:
         driver = RunDriver(self.env, claim)
@@ -230,6 +278,8 @@ class Worker:
             await driver.run()
         except asyncio.CancelledError:
             raise
+        except InjectedCrash as crash:
+            self._on_crash(crash)
         except Exception:
             self.log.exception("run driver crashed; the run will be retried", run_id=driver.run_id)
         finally:
@@ -243,11 +293,15 @@ class Worker:
             await self.clock.sleep_until(self.clock.now() + interval)
             until = self.clock.now() + self.lease_seconds
             try:
+                self.env.fault(FaultPoint.LEASE_RENEW)
                 owned = await self.store.renew_leases(self.identity, until=until)
                 for run_id, driver in list(self.drivers.items()):
                     if run_id not in owned and not driver.lost:
                         self.log.warning("lease lost; another worker owns the run", run_id=run_id)
                         driver.mark_lost()
                 await self.activity_runner.renew()
+            except InjectedCrash as crash:
+                self._on_crash(crash)
+                return
             except Exception:
                 self.log.exception("lease renewal failed; will retry")
