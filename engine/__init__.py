@@ -6,6 +6,7 @@ Imports ``history`` only; user code imports ``sdk``, which builds on this packag
 from ._activity import ActivityCancelledError as ActivityCancelledError
 from ._activity import ActivityInfo as ActivityInfo
 from ._activity import current_activity as current_activity
+from ._apps import App as App
 from ._client import Client as Client
 from ._client import PendingActivity as PendingActivity
 from ._client import WorkflowDescription as WorkflowDescription
@@ -45,6 +46,7 @@ __all__ = [
     "ActivityNotRegisteredError",
     "ActivityOptions",
     "ActivityTimeoutError",
+    "App",
     "ApplicationError",
     "Client",
     "Clock",

@@ -5,6 +5,7 @@ from sdk import workflow, activity, RetryPolicy, open_client, open_worker
 
 from engine import ActivityError as ActivityError
 from engine import ActivityTimeoutError as ActivityTimeoutError
+from engine import App as App
 from engine import ApplicationError as ApplicationError
 from engine import Client as Client
 from engine import NondeterminismError as NondeterminismError
@@ -29,6 +30,7 @@ from ._connect import open_worker as open_worker
 __all__ = [
     "ActivityError",
     "ActivityTimeoutError",
+    "App",
     "ApplicationError",
     "Client",
     "Durability",
