@@ -11,6 +11,7 @@ a new task, visible at the retry time, carrying the last heartbeat details.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -105,10 +106,12 @@ class ActivityTaskRunner:
     task_queue: str
     lease_seconds: float
     slots: asyncio.Semaphore
+    on_recorded: Callable[[str], None] = lambda run_id: None
+    """Told the run id after an outcome is recorded: a worker in this process claims the
+    woken run at once instead of at its next poll."""
 
     def __post_init__(self) -> None:
         self.running: dict[int, asyncio.Task[None]] = {}
-        self.wakeup = asyncio.Event()
 
     async def poll_once(self, limit: int) -> int:
         if limit <= 0:
@@ -142,7 +145,6 @@ class ActivityTaskRunner:
             log.exception("activity task failed unexpectedly", task_id=task.task_id)
         finally:
             self.running.pop(task.task_id, None)
-            self.wakeup.set()
 
     async def _attempt(self, task: ActivityTask) -> None:
         remote = _decoder.decode(task.payload.data)
@@ -209,6 +211,8 @@ class ActivityTaskRunner:
             log.warning(
                 "activity outcome not recorded", task_id=task.task_id, reason=str(result.error)
             )
+        else:
+            self.on_recorded(task.run_id)
 
     async def _record_heartbeat(
         self, task: ActivityTask, latest: list[tuple[Payload, ...]]

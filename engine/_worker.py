@@ -120,6 +120,7 @@ class Worker:
             task_queue=task_queue,
             lease_seconds=lease_seconds,
             slots=slots,
+            on_recorded=self.notify,
         )
         self.max_concurrent_activities = max_concurrent_activities
         self.drivers: dict[str, RunDriver] = {}
