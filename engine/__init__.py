@@ -34,6 +34,7 @@ from ._errors import WorkflowNotRegisteredError as WorkflowNotRegisteredError
 from ._instance import WorkflowInstance as WorkflowInstance
 from ._instance import current_instance as current_instance
 from ._instance import in_workflow as in_workflow
+from ._query import QueryError as QueryError
 from ._replay import replay_history as replay_history
 from ._worker import Worker as Worker
 
@@ -54,6 +55,7 @@ __all__ = [
     "NondeterminismError",
     "NotInWorkflowError",
     "PendingActivity",
+    "QueryError",
     "Registry",
     "SandboxViolationError",
     "SystemClock",

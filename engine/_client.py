@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,14 +22,20 @@ from history import (
     ActivityScheduled,
     ActivityTimedOut,
     AnyEvent,
+    AppendRequest,
+    CancelRequested,
+    Event,
     Failure,
     PayloadConverter,
     PerduraError,
+    RunClosedError,
     RunInfo,
     RunQuery,
     RunStatus,
+    SignalReceived,
     Store,
     TimerInfo,
+    WorkflowAlreadyRunningError,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowStarted,
@@ -37,9 +43,10 @@ from history import (
 )
 
 from ._clock import Clock, SystemClock, to_datetime
-from ._definitions import workflow_definition
+from ._definitions import Registry, workflow_definition
 from ._errors import WorkflowFailureError
 from ._failure import error_from_failure
+from ._query import QueryError, answer_query
 
 __all__ = ["Client", "PendingActivity", "WorkflowDescription", "WorkflowHandle"]
 
@@ -80,12 +87,15 @@ class Client:
         converter: PayloadConverter | None = None,
         clock: Clock | None = None,
         seed: int | None = None,
+        workflows: Iterable[object] = (),
     ) -> None:
         self.store = store
         self.converter = converter or PayloadConverter()
         self.clock: Clock = clock or SystemClock()
         self._random = random.Random(seed)
         self._listeners: list[Any] = []
+        self.registry = Registry(workflows)
+        """Workflow code this client can replay to answer queries (``workflows=``)."""
 
     def add_listener(self, listener: Any) -> None:
         """Objects with ``notify(run_id=None)`` told when this client starts a run (workers)."""
@@ -152,6 +162,38 @@ class Client:
             result_type = workflow_definition(workflow).return_type
         return await handle.result(result_type=result_type)
 
+    async def signal_with_start(
+        self,
+        workflow: object,
+        *args: Any,
+        id: str,
+        task_queue: str = "default",
+        signal: str,
+        signal_args: Sequence[Any] = (),
+    ) -> WorkflowHandle:
+        """Deliver ``signal`` to the open run of ``id``, starting that run first if there is
+        none. Either way the signal is recorded exactly once."""
+        for _ in range(10):
+            try:
+                handle = await self.start_workflow(workflow, *args, id=id, task_queue=task_queue)
+            except WorkflowAlreadyRunningError as exc:
+                handle = WorkflowHandle(self, id, exc.run_id)
+            try:
+                await handle.signal(signal, *signal_args)
+            except RunClosedError:
+                continue  # it closed between our look and our signal: start a new run
+            return handle
+        raise PerduraError(f"workflow {id!r} kept closing while signal {signal!r} was sent")
+
+    async def append_external(self, run_id: str, event: Event) -> None:
+        """Record an event from outside the run (a signal, a cancel request) and wake it."""
+        [result] = await self.store.append(
+            [AppendRequest(run_id=run_id, events=[event], now=self.clock.now(), wake=True)]
+        )
+        result.unwrap()
+        for listener in self._listeners:
+            listener.notify(run_id)
+
     def get_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle:
         return WorkflowHandle(self, workflow_id, run_id)
 
@@ -215,6 +257,55 @@ class WorkflowHandle:
             raise error
         raise PerduraError(
             f"workflow {info.workflow_id!r} (run {info.run_id}) closed as {info.status.value}"
+        )
+
+    async def signal(self, name: str, *args: Any) -> None:
+        """Send signal ``name`` to the run; it is recorded in history before this returns.
+
+        Raises ``RunClosedError`` if the run has already closed.
+        """
+        info = await self.run_info()
+        payloads = self.client.converter.encode_all(
+            args, [f"argument {i + 1} of signal {name!r}" for i in range(len(args))]
+        )
+        await self.client.append_external(
+            info.run_id,
+            SignalReceived(
+                timestamp=to_datetime(self.client.clock.now()), name=name, args=payloads
+            ),
+        )
+
+    async def cancel(self, reason: str = "") -> None:
+        """Ask the run to stop: its code sees ``CancelledError`` at its current await, may
+        clean up (even run activities), and ends CANCELLED with ``reason``.
+
+        Raises ``RunClosedError`` if the run has already closed.
+        """
+        info = await self.run_info()
+        await self.client.append_external(
+            info.run_id,
+            CancelRequested(timestamp=to_datetime(self.client.clock.now()), reason=reason),
+        )
+
+    async def query(self, name: str, *args: Any) -> Any:
+        """Answer query ``name`` from the run's replayed state; writes nothing.
+
+        Needs the workflow's code: create the client with ``workflows=[...]``.
+        """
+        info = await self.run_info()
+        if info.workflow_type not in self.client.registry.workflows:
+            raise QueryError(
+                f"cannot answer queries of workflow type {info.workflow_type!r}: this client "
+                "was not given its code (pass workflows=[...] to the client)"
+            )
+        history = await self.client.store.read_history(info.run_id)
+        return answer_query(
+            self.client.registry,
+            history,
+            name,
+            args,
+            run_id=info.run_id,
+            converter=self.client.converter,
         )
 
     async def describe(self) -> WorkflowDescription:

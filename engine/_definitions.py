@@ -107,11 +107,10 @@ class WorkflowDefinition:
     param_names: list[str]
     param_types: list[Any]
     return_type: Any
-
-    def start(self, args: list[Any]) -> Awaitable[Any]:
-        if self.cls is None:
-            return self.run_fn(*args)
-        return self.run_fn(self.cls(), *args)
+    signals: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    """``@workflow.signal`` methods by signal name (class-based workflows)."""
+    queries: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    """``@workflow.query`` methods by query name (class-based workflows)."""
 
 
 def workflow_definition(obj: object) -> WorkflowDefinition:

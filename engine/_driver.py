@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from history import (
+    ActivityCancelled,
     ActivityHeartbeat,
     ActivityTaskSpec,
     AnyEvent,
@@ -35,6 +37,7 @@ from history import (
     AppendResult,
     Event,
     LeaseLostError,
+    MarkerRecorded,
     PayloadConverter,
     PerduraError,
     RunClaim,
@@ -43,6 +46,7 @@ from history import (
     TimerCancelled,
     TimerFired,
     TimerStarted,
+    WorkflowCancelled,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowStarted,
@@ -55,7 +59,7 @@ from ._definitions import ActivityOptions, Registry
 from ._errors import NondeterminismError
 from ._failure import failure_from_exception
 from ._faults import FaultPoint, Faults, InjectedCrash
-from ._instance import ActivityCall, WorkflowInstance
+from ._instance import ActivityCall, WorkflowInstance, patch_ids
 from ._remote import remote_task
 
 __all__ = ["DriverEnv", "RunDriver"]
@@ -129,6 +133,7 @@ class RunDriver:
         self.outcomes: list[tuple[int, int, AttemptOutcome]] = []
         self.heartbeats: dict[int, tuple[int, tuple[Any, ...]]] = {}
         self.crash: InjectedCrash | None = None
+        self.external = False
         self.waiting = False
         """True while the driver waits for a timer, a retry or an outcome (time skipping
         may advance the clock only when every driver is waiting and nothing runs)."""
@@ -161,6 +166,7 @@ class RunDriver:
 
     def notify(self) -> None:
         """Something external was appended to this run: catch up soon."""
+        self.external = True
         self.wakeup.set()
 
     # -- loading ---------------------------------------------------------------------------
@@ -192,6 +198,7 @@ class RunDriver:
             activity_defaults=env.activity_defaults,
         )
         instance.replaying_until = len(events)
+        instance.patches_in_history = patch_ids(events)
         self.instance = instance
         return await self._feed(events)
 
@@ -231,6 +238,11 @@ class RunDriver:
                 raise self.crash
             if self.lost:
                 raise _Lost
+            if self.external:
+                self.external = False
+                if not await self._catch_up():
+                    return True
+                continue
             if instance.closed:
                 env.cache.pop(self.run_id, None)
                 if env.on_closed is not None:
@@ -323,19 +335,44 @@ class RunDriver:
             seq, attempt, result = outcome
             batch.outcomes.append(outcome)
             call = instance.activities[seq]
-            if call.done:
+            if call.done or call.cancel_requested:
                 continue
             ensure_scheduled(call)
             events.append(outcome_event(call, attempt, result, self.env.converter, stamp))
+
+        for call in list(instance.open_activities.values()):
+            if call.cancel_requested and not call.done:
+                task = self.local.pop(call.seq, None)
+                if task is not None:
+                    task.cancel()
+                ensure_scheduled(call)
+                events.append(ActivityCancelled(timestamp=stamp, seq=call.seq))
+
+        for marker in list(instance.open_markers.values()):
+            events.append(self._run_side_effect(marker.seq, marker.fn, stamp))
+        for patch_id in instance.unrecorded_patches:
+            events.append(MarkerRecorded(timestamp=stamp, kind="patch", name=patch_id))
 
         completion = instance.completion
         if completion is not None and not instance.completion_recorded:
             if completion.result is not None:
                 events.append(WorkflowCompleted(timestamp=stamp, result=completion.result))
+            elif completion.cancelled is not None:
+                events.append(WorkflowCancelled(timestamp=stamp, reason=completion.cancelled))
             else:
                 assert completion.failure is not None
                 events.append(WorkflowFailed(timestamp=stamp, failure=completion.failure))
         return batch
+
+    def _run_side_effect(self, seq: int, fn: Callable[[], Any], stamp: datetime) -> MarkerRecorded:
+        """Run a side effect's function once and record what it gave (value or failure)."""
+        converter = self.env.converter
+        try:
+            value = converter.encode(fn(), name=f"value of side effect #{seq}")
+        except Exception as exc:
+            failure = failure_from_exception(exc, converter)
+            return MarkerRecorded(timestamp=stamp, kind="side_effect", seq=seq, failure=failure)
+        return MarkerRecorded(timestamp=stamp, kind="side_effect", seq=seq, value=value)
 
     async def _append(self, batch: _Batch) -> bool:
         """Append and feed; False when the run was given up (task failure)."""
@@ -462,7 +499,12 @@ class RunDriver:
         instance = self.instance
         assert instance is not None
         for call in instance.open_activities.values():
-            if call.done or call.seq in self.local or not self.env.runs_locally(call):
+            if (
+                call.done
+                or call.cancel_requested
+                or call.seq in self.local
+                or not self.env.runs_locally(call)
+            ):
                 continue
             if call.retry_at is not None and call.retry_at.timestamp() > now:
                 continue

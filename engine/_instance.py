@@ -14,8 +14,12 @@ the instance raises :class:`NondeterminismError` with both sides.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import random
 import threading
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,19 +27,24 @@ from typing import Any
 import msgspec
 
 from history import (
+    ActivityCancelled,
     ActivityCompleted,
     ActivityFailed,
     ActivityHeartbeat,
     ActivityScheduled,
     ActivityTimedOut,
     AnyEvent,
+    CancelRequested,
     Failure,
+    MarkerRecorded,
     Payload,
     PayloadConverter,
     RetryPolicy,
+    SignalReceived,
     TimerCancelled,
     TimerFired,
     TimerStarted,
+    WorkflowCancelled,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowStarted,
@@ -43,7 +52,12 @@ from history import (
 )
 
 from . import _sandbox
-from ._definitions import ActivityDefinition, ActivityOptions, WorkflowDefinition
+from ._definitions import (
+    ActivityDefinition,
+    ActivityOptions,
+    WorkflowDefinition,
+    signature_types,
+)
 from ._errors import (
     ActivityError,
     ActivityTimeoutError,
@@ -62,6 +76,7 @@ __all__ = [
     "WorkflowInstance",
     "current_instance",
     "in_workflow",
+    "patch_ids",
 ]
 
 _state = threading.local()
@@ -102,6 +117,7 @@ class ActivityCall:
     retry_at: datetime | None = None
     heartbeat_details: tuple[Payload, ...] = ()
     done: bool = False
+    cancel_requested: bool = False
 
     def scheduled_event(self, timestamp: datetime) -> ActivityScheduled:
         return ActivityScheduled(
@@ -136,10 +152,28 @@ class TimerCall:
 
 @dataclass(frozen=True)
 class Completion:
-    """How the workflow code ended: ``result`` or ``failure`` (exactly one is set)."""
+    """How the workflow code ended: ``result``, ``failure`` or ``cancelled`` (the reason)."""
 
     result: Payload | None = None
     failure: Failure | None = None
+    cancelled: str | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.result is not None:
+            return "completed"
+        return "cancelled" if self.cancelled is not None else "failed"
+
+
+@dataclass(eq=False)
+class MarkerCall:
+    """A side effect the code asked for: ``fn`` runs once, when the driver records it."""
+
+    seq: int
+    fn: Callable[[], Any]
+    result_type: Any
+    future: asyncio.Future[Any]
+    recorded: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,6 +214,19 @@ class WorkflowInstance:
         self.task_failure: TaskFailure | None = None
         self._next_activity_seq = 1
         self._next_timer_seq = 1
+        self._next_marker_seq = 1
+        self.workflow_object: Any = None
+        """The instance of a class-based workflow (signal and query handlers live on it)."""
+        self.conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self.cancel_reason: str | None = None
+        self.markers: dict[int, MarkerCall] = {}
+        self.open_markers: dict[int, MarkerCall] = {}
+        self.patches_in_history: set[str] = set()
+        """Patch ids anywhere in the history loaded for replay (lookahead for patched())."""
+        self.patches: set[str] = set()
+        """Patch ids the code asked about and got True for (recorded or to be recorded)."""
+        self.unrecorded_patches: list[str] = []
+        self.deprecated_patches: set[str] = set()
         self._main: asyncio.Task[Any] | None = None
 
     @property
@@ -221,8 +268,23 @@ class WorkflowInstance:
         try:
             with _sandbox.restricted():
                 self.loop.run_until_blocked()
+                # A satisfied wait_condition resumes code that may satisfy another one.
+                while self._release_conditions():
+                    self.loop.run_until_blocked()
         finally:
             _state.instance = None
+
+    def _release_conditions(self) -> bool:
+        released = False
+        for entry in list(self.conditions):
+            predicate, future = entry
+            if future.done():
+                self.conditions.remove(entry)
+            elif predicate():
+                self.conditions.remove(entry)
+                future.set_result(None)
+                released = True
+        return released
 
     def _on_started(self, event: WorkflowStarted) -> None:
         if event.event_id != 1:
@@ -239,9 +301,15 @@ class WorkflowInstance:
             self.completion = Completion(failure=failure_from_exception(exc, self.converter))
             return
         self._main = self.loop.create_task(
-            _run_main(definition, args), name=f"workflow {definition.name}"
+            self._run_main(definition, args), name=f"workflow {definition.name}"
         )
         self._main.add_done_callback(self._on_main_done)
+
+    async def _run_main(self, definition: WorkflowDefinition, args: list[Any]) -> Any:
+        if definition.cls is None:
+            return await definition.run_fn(*args)
+        self.workflow_object = definition.cls()
+        return await definition.run_fn(self.workflow_object, *args)
 
     def _on_main_done(self, task: asyncio.Task[Any]) -> None:
         # Encoding the result and formatting a traceback read source files: runtime work.
@@ -250,8 +318,7 @@ class WorkflowInstance:
 
     def _complete(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
-            failure = Failure(type="CancelledError", message="workflow code was cancelled")
-            self.completion = Completion(failure=failure)
+            self.completion = Completion(cancelled=self.cancel_reason or "")
             return
         exc = task.exception()
         if exc is None:
@@ -268,15 +335,87 @@ class WorkflowInstance:
         else:
             self.completion = Completion(failure=failure_from_exception(exc, self.converter))
 
-    def _on_completed(self, event: WorkflowCompleted | WorkflowFailed) -> None:
+    def _on_completed(self, event: WorkflowCompleted | WorkflowFailed | WorkflowCancelled) -> None:
         produced = self.completion
-        kind = "completed" if isinstance(event, WorkflowCompleted) else "failed"
+        kind = {
+            WorkflowCompleted: "completed",
+            WorkflowFailed: "failed",
+            WorkflowCancelled: "cancelled",
+        }[type(event)]
         if produced is None:
             self._mismatch(event, f"the workflow {kind}", "the workflow had not finished")
-        elif (produced.result is not None) != (kind == "completed"):
-            did = "completed" if produced.result is not None else "failed"
-            self._mismatch(event, f"the workflow {kind}", f"the workflow {did}")
+        elif produced.kind != kind:
+            self._mismatch(event, f"the workflow {kind}", f"the workflow {produced.kind}")
         self.completion_recorded = True
+
+    def _on_signal(self, event: SignalReceived) -> None:
+        handler = self.definition.signals.get(event.name)
+        if handler is None or self.workflow_object is None:
+            # Recorded, so it stays in history; with no handler there is nothing to run.
+            return
+        names, types, _ = signature_types(handler, skip_self=True)
+        try:
+            args = [
+                self.converter.decode(p, t, name=f"argument {n!r} of signal {event.name!r}")
+                for p, t, n in zip(event.args, types, names, strict=False)
+            ]
+        except Exception as exc:
+            self.task_failure = TaskFailure(exc)
+            return
+        obj = self.workflow_object
+        if inspect.iscoroutinefunction(handler):
+            self.loop.create_task(handler(obj, *args), name=f"signal {event.name}")
+        else:
+            self.loop.call_soon(handler, obj, *args)
+
+    def _on_cancel_requested(self, event: CancelRequested) -> None:
+        if self.cancel_reason is not None:
+            return  # a second request changes nothing
+        self.cancel_reason = event.reason
+        if self._main is not None and not self._main.done():
+            self._main.cancel(msg=event.reason or "cancelled")
+
+    def _on_activity_cancelled(self, event: ActivityCancelled) -> None:
+        call = self._activity(event, event.seq)
+        if not call.cancel_requested:
+            self._mismatch(
+                event,
+                f"activity #{event.seq} cancelled",
+                f"the code did not cancel activity #{event.seq}",
+            )
+        call.done = True
+        self.open_activities.pop(call.seq, None)
+
+    def _on_marker(self, event: MarkerRecorded) -> None:
+        if event.kind == "patch":
+            if event.name not in self.patches and event.name not in self.deprecated_patches:
+                self._mismatch(
+                    event,
+                    f"patch {event.name!r} recorded",
+                    f"the code did not call workflow.patched({event.name!r}) here",
+                )
+            if event.name in self.unrecorded_patches:
+                self.unrecorded_patches.remove(event.name)
+            return
+        marker = self.markers.get(event.seq)
+        if marker is None:
+            self._mismatch(
+                event, f"side effect #{event.seq}", f"no side effect #{event.seq} was requested"
+            )
+        assert marker is not None
+        marker.recorded = True
+        self.open_markers.pop(marker.seq, None)
+        if marker.future.done():
+            return
+        if event.failure is not None:
+            marker.future.set_exception(error_from_failure(event.failure))
+        elif event.value is not None:
+            try:
+                marker.future.set_result(
+                    self.converter.decode(event.value, marker.result_type, name="side effect")
+                )
+            except Exception as exc:
+                marker.future.set_exception(exc)
 
     def _on_activity_scheduled(self, event: ActivityScheduled) -> None:
         call = self.activities.get(event.seq)
@@ -435,6 +574,7 @@ class WorkflowInstance:
         seq = self._next_activity_seq
         self._next_activity_seq += 1
         future = self.loop.create_future()
+        future.add_done_callback(functools.partial(self._on_activity_future_done, seq))
         self.activities[seq] = self.open_activities[seq] = ActivityCall(
             seq=seq,
             activity_type=name,
@@ -449,6 +589,43 @@ class WorkflowInstance:
             future=future,
         )
         return future
+
+    def _on_activity_future_done(self, seq: int, future: asyncio.Future[Any]) -> None:
+        call = self.activities.get(seq)
+        if future.cancelled() and call is not None and not call.done:
+            call.cancel_requested = True
+
+    def wait_condition(self, predicate: Callable[[], bool]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self.loop.create_future()
+        if predicate():
+            future.set_result(None)
+        else:
+            self.conditions.append((predicate, future))
+        return future
+
+    def side_effect(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        seq = self._next_marker_seq
+        self._next_marker_seq += 1
+        try:
+            result_type = typing.get_type_hints(fn).get("return", Any)
+        except Exception:
+            result_type = Any
+        future = self.loop.create_future()
+        self.markers[seq] = self.open_markers[seq] = MarkerCall(seq, fn, result_type, future)
+        return future
+
+    def patched(self, patch_id: str) -> bool:
+        if patch_id in self.patches:
+            return True
+        if patch_id in self.patches_in_history or not self.is_replaying:
+            self.patches.add(patch_id)
+            if patch_id not in self.patches_in_history:
+                self.unrecorded_patches.append(patch_id)
+            return True
+        return False
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        self.deprecated_patches.add(patch_id)
 
     def start_timer(self, delay: float) -> int:
         seq = self._next_timer_seq
@@ -470,8 +647,9 @@ class WorkflowInstance:
 _NO_OPTIONS = ActivityOptions()
 
 
-async def _run_main(definition: WorkflowDefinition, args: list[Any]) -> Any:
-    return await definition.start(args)
+def patch_ids(history: Sequence[AnyEvent]) -> set[str]:
+    """The patch ids recorded anywhere in a history: what ``workflow.patched`` looks ahead to."""
+    return {e.name for e in history if isinstance(e, MarkerRecorded) and e.kind == "patch"}
 
 
 def _is_bug(exc: BaseException) -> bool:
@@ -515,6 +693,11 @@ _HANDLERS: dict[type, Any] = {
     WorkflowTaskFailed: None,
     WorkflowCompleted: WorkflowInstance._on_completed,
     WorkflowFailed: WorkflowInstance._on_completed,
+    WorkflowCancelled: WorkflowInstance._on_completed,
+    SignalReceived: WorkflowInstance._on_signal,
+    CancelRequested: WorkflowInstance._on_cancel_requested,
+    ActivityCancelled: WorkflowInstance._on_activity_cancelled,
+    MarkerRecorded: WorkflowInstance._on_marker,
     ActivityScheduled: WorkflowInstance._on_activity_scheduled,
     ActivityCompleted: WorkflowInstance._on_activity_completed,
     ActivityFailed: WorkflowInstance._on_activity_failed,

@@ -16,19 +16,24 @@ from ._errors import RunNotFoundError as RunNotFoundError
 from ._errors import SchemaVersionError as SchemaVersionError
 from ._errors import StoreError as StoreError
 from ._errors import WorkflowAlreadyRunningError as WorkflowAlreadyRunningError
+from ._events import ActivityCancelled as ActivityCancelled
 from ._events import ActivityCompleted as ActivityCompleted
 from ._events import ActivityFailed as ActivityFailed
 from ._events import ActivityHeartbeat as ActivityHeartbeat
 from ._events import ActivityScheduled as ActivityScheduled
 from ._events import ActivityTimedOut as ActivityTimedOut
 from ._events import AnyEvent as AnyEvent
+from ._events import CancelRequested as CancelRequested
 from ._events import Event as Event
 from ._events import Failure as Failure
+from ._events import MarkerRecorded as MarkerRecorded
 from ._events import Payload as Payload
+from ._events import SignalReceived as SignalReceived
 from ._events import TimeoutType as TimeoutType
 from ._events import TimerCancelled as TimerCancelled
 from ._events import TimerFired as TimerFired
 from ._events import TimerStarted as TimerStarted
+from ._events import WorkflowCancelled as WorkflowCancelled
 from ._events import WorkflowCompleted as WorkflowCompleted
 from ._events import WorkflowFailed as WorkflowFailed
 from ._events import WorkflowStarted as WorkflowStarted
@@ -63,6 +68,7 @@ from ._url import open_store as open_store
 __all__ = [
     "DEFAULT_STORE_URL",
     "STORE_URL_ENV",
+    "ActivityCancelled",
     "ActivityCompleted",
     "ActivityFailed",
     "ActivityHeartbeat",
@@ -74,6 +80,7 @@ __all__ = [
     "AppendConflictError",
     "AppendRequest",
     "AppendResult",
+    "CancelRequested",
     "CorruptStoreError",
     "Durability",
     "Encoding",
@@ -82,6 +89,7 @@ __all__ = [
     "Failure",
     "HistoryFileError",
     "LeaseLostError",
+    "MarkerRecorded",
     "Payload",
     "PayloadConverter",
     "PayloadDecodeError",
@@ -96,6 +104,7 @@ __all__ = [
     "RunQuery",
     "RunStatus",
     "SchemaVersionError",
+    "SignalReceived",
     "SqliteStore",
     "Store",
     "StoreError",
@@ -105,6 +114,7 @@ __all__ = [
     "TimerInfo",
     "TimerStarted",
     "WorkflowAlreadyRunningError",
+    "WorkflowCancelled",
     "WorkflowCompleted",
     "WorkflowFailed",
     "WorkflowStarted",

@@ -24,19 +24,24 @@ import msgspec
 from ._policy import RetryPolicy
 
 __all__ = [
+    "ActivityCancelled",
     "ActivityCompleted",
     "ActivityFailed",
     "ActivityHeartbeat",
     "ActivityScheduled",
     "ActivityTimedOut",
     "AnyEvent",
+    "CancelRequested",
     "Event",
     "Failure",
+    "MarkerRecorded",
     "Payload",
+    "SignalReceived",
     "TimeoutType",
     "TimerCancelled",
     "TimerFired",
     "TimerStarted",
+    "WorkflowCancelled",
     "WorkflowCompleted",
     "WorkflowFailed",
     "WorkflowStarted",
@@ -153,6 +158,45 @@ class ActivityHeartbeat(Event, frozen=True, kw_only=True, tag=True):
     details: tuple[Payload, ...] = ()
 
 
+class ActivityCancelled(Event, frozen=True, kw_only=True, tag=True):
+    """The workflow stopped waiting for the activity (its await was cancelled): final."""
+
+    seq: int
+
+
+class SignalReceived(Event, frozen=True, kw_only=True, tag=True):
+    """A message for the run's ``@workflow.signal`` handler ``name``; delivered in order."""
+
+    name: str
+    args: tuple[Payload, ...] = ()
+
+
+class CancelRequested(Event, frozen=True, kw_only=True, tag=True):
+    """Someone asked the run to stop; the code sees ``CancelledError`` at its current await."""
+
+    reason: str = ""
+
+
+class WorkflowCancelled(Event, frozen=True, kw_only=True, tag=True):
+    """The run ended because it was cancelled (and let the cancellation end it)."""
+
+    reason: str = ""
+
+
+class MarkerRecorded(Event, frozen=True, kw_only=True, tag=True):
+    """A fact the code asked to remember: a side effect's value, or a patch (version) id.
+
+    ``kind`` is ``"side_effect"`` (``seq`` numbers them, ``value`` or ``failure`` holds the
+    outcome) or ``"patch"`` (``name`` is the patch id).
+    """
+
+    kind: str
+    name: str = ""
+    seq: int = 0
+    value: Payload | None = None
+    failure: Failure | None = None
+
+
 class TimerStarted(Event, frozen=True, kw_only=True, tag=True):
     seq: int
     fire_at: datetime
@@ -180,6 +224,11 @@ AnyEvent: TypeAlias = (
     | TimerStarted
     | TimerFired
     | TimerCancelled
+    | ActivityCancelled
+    | SignalReceived
+    | CancelRequested
+    | WorkflowCancelled
+    | MarkerRecorded
 )
 
 _msgpack_encoder: Final = msgspec.msgpack.Encoder()

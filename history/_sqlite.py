@@ -45,6 +45,7 @@ from ._events import (
     TimerCancelled,
     TimerFired,
     TimerStarted,
+    WorkflowCancelled,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowStarted,
@@ -129,6 +130,7 @@ SCHEMA_VERSION: Final = len(_MIGRATIONS)
 _CLOSING_STATUS: Final[dict[type[Event], RunStatus]] = {
     WorkflowCompleted: RunStatus.COMPLETED,
     WorkflowFailed: RunStatus.FAILED,
+    WorkflowCancelled: RunStatus.CANCELLED,
 }
 
 _RUN_COLUMNS: Final = (

@@ -9,6 +9,7 @@ from engine import App as App
 from engine import ApplicationError as ApplicationError
 from engine import Client as Client
 from engine import NondeterminismError as NondeterminismError
+from engine import QueryError as QueryError
 from engine import SandboxViolationError as SandboxViolationError
 from engine import Worker as Worker
 from engine import WorkflowDescription as WorkflowDescription
@@ -18,6 +19,7 @@ from history import Durability as Durability
 from history import PayloadConverter as PayloadConverter
 from history import PerduraError as PerduraError
 from history import RetryPolicy as RetryPolicy
+from history import RunClosedError as RunClosedError
 from history import RunQuery as RunQuery
 from history import RunStatus as RunStatus
 from history import WorkflowAlreadyRunningError as WorkflowAlreadyRunningError
@@ -37,7 +39,9 @@ __all__ = [
     "NondeterminismError",
     "PayloadConverter",
     "PerduraError",
+    "QueryError",
     "RetryPolicy",
+    "RunClosedError",
     "RunQuery",
     "RunStatus",
     "SandboxViolationError",

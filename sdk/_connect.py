@@ -20,18 +20,20 @@ async def open_client(
     durability: Durability = Durability.FULL,
     converter: PayloadConverter | None = None,
     clock: Clock | None = None,
+    workflows: Iterable[object] = (),
 ) -> AsyncIterator[Client]:
     """A client on ``store``: a URL (``sqlite:///app.db``), a path, an open store, or
     ``None`` for ``$PERDURA_STORE`` / ``perdura.db``. A store opened here is closed on exit.
+    ``workflows`` is the code the client may replay to answer queries.
     """
     if store is None or isinstance(store, str | Path):
         opened = await open_store(store, durability=durability)
         try:
-            yield Client(opened, converter=converter, clock=clock)
+            yield Client(opened, converter=converter, clock=clock, workflows=workflows)
         finally:
             await opened.close()
     else:
-        yield Client(store, converter=converter, clock=clock)
+        yield Client(store, converter=converter, clock=clock, workflows=workflows)
 
 
 @asynccontextmanager

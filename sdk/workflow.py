@@ -35,16 +35,22 @@ from ._durations import seconds
 __all__ = [
     "WorkflowInfo",
     "defn",
+    "deprecate_patch",
     "execute_activity",
     "in_workflow",
     "info",
     "is_replaying",
     "logger",
     "now",
+    "patched",
+    "query",
     "random",
     "run",
+    "side_effect",
+    "signal",
     "sleep",
     "uuid4",
+    "wait_condition",
 ]
 
 T = TypeVar("T")
@@ -52,6 +58,8 @@ W = TypeVar("W")
 R = TypeVar("R")
 
 _RUN_MARKER = "__perdura_workflow_run__"
+_SIGNAL_MARKER = "__perdura_signal__"
+_QUERY_MARKER = "__perdura_query__"
 
 
 @overload
@@ -84,6 +92,7 @@ def defn(target: Any = None, /, *, name: str | None = None) -> Any:
                 )
             run_fn = runs[0]
             names, types, returns = signature_types(run_fn, skip_self=True)
+            members = [m for klass in reversed(obj.__mro__) for m in vars(klass).values()]
             definition = WorkflowDefinition(
                 name=name or obj.__qualname__,
                 run_fn=run_fn,
@@ -91,6 +100,12 @@ def defn(target: Any = None, /, *, name: str | None = None) -> Any:
                 param_names=names,
                 param_types=types,
                 return_type=returns,
+                signals={
+                    getattr(m, _SIGNAL_MARKER): m for m in members if hasattr(m, _SIGNAL_MARKER)
+                },
+                queries={
+                    getattr(m, _QUERY_MARKER): m for m in members if hasattr(m, _QUERY_MARKER)
+                },
             )
         elif inspect.iscoroutinefunction(obj):
             names, types, returns = signature_types(obj)
@@ -116,6 +131,99 @@ def run(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         raise TypeError(f"@workflow.run needs an 'async def' method, got {fn!r}")
     setattr(fn, _RUN_MARKER, True)
     return fn
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def signal(fn: F, /) -> F: ...
+
+
+@overload
+def signal(*, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def signal(fn: Any = None, /, *, name: str | None = None) -> Any:
+    """Mark a method of a class-based workflow as the handler of signal ``name`` (default:
+    the method name). Signals are recorded in history and delivered in order, once each; a
+    handler may be ``async`` (it then runs as a task of the workflow) and should only change
+    the workflow's state — the run method reacts to it, e.g. with :func:`wait_condition`."""
+
+    def decorate(method: F) -> F:
+        setattr(method, _SIGNAL_MARKER, name or method.__name__)
+        return method
+
+    return decorate(fn) if fn is not None else decorate
+
+
+@overload
+def query(fn: F, /) -> F: ...
+
+
+@overload
+def query(*, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def query(fn: Any = None, /, *, name: str | None = None) -> Any:
+    """Mark a plain (non-async) method as the handler of query ``name``: it reads the state of
+    a run, rebuilt by replay, and writes nothing. Changing state or scheduling anything from a
+    query is an error."""
+
+    def decorate(method: F) -> F:
+        if inspect.iscoroutinefunction(method):
+            raise TypeError(f"@workflow.query handler {method.__qualname__} must not be async")
+        setattr(method, _QUERY_MARKER, name or method.__name__)
+        return method
+
+    return decorate(fn) if fn is not None else decorate
+
+
+async def wait_condition(
+    predicate: Callable[[], bool],
+    *,
+    timeout: float | timedelta | None = None,  # noqa: ASYNC109 -- a durable timer, recorded
+) -> None:
+    """Wait until ``predicate()`` is true (re-checked after every event, e.g. a signal).
+
+    With ``timeout``, raises ``TimeoutError`` at that durable deadline instead.
+    """
+    instance = current_instance("workflow.wait_condition()")
+    future = instance.wait_condition(predicate)
+    if timeout is None:
+        await future
+        return
+    value = seconds(timeout, "timeout")
+    await asyncio.wait_for(future, value)
+
+
+async def side_effect(fn: Callable[[], T]) -> T:
+    """Run ``fn`` once, record its value, and return the recorded value on every replay.
+
+    For small non-deterministic values (an id, a random choice); anything with I/O or that
+    may fail and need retries belongs in an activity.
+    """
+    instance = current_instance("workflow.side_effect()")
+    result: T = await instance.side_effect(fn)
+    return result
+
+
+def patched(patch_id: str) -> bool:
+    """True on runs that take the new code path marked by ``patch_id``, False on runs whose
+    history predates it. Lets changed code keep replaying old histories::
+
+        if workflow.patched("send-sms"):
+            await send_sms(user)          # new behaviour
+        else:
+            await send_email(user)        # what old runs recorded
+    """
+    return current_instance("workflow.patched()").patched(patch_id)
+
+
+def deprecate_patch(patch_id: str) -> None:
+    """Once no run without ``patch_id`` remains, delete the old branch and call this so runs
+    that recorded the patch still replay."""
+    current_instance("workflow.deprecate_patch()").deprecate_patch(patch_id)
 
 
 async def execute_activity(

@@ -9,19 +9,24 @@ import msgspec
 import pytest
 
 from history import (
+    ActivityCancelled,
     ActivityCompleted,
     ActivityFailed,
     ActivityHeartbeat,
     ActivityScheduled,
     ActivityTimedOut,
     AnyEvent,
+    CancelRequested,
     Failure,
+    MarkerRecorded,
     Payload,
     RetryPolicy,
+    SignalReceived,
     TimeoutType,
     TimerCancelled,
     TimerFired,
     TimerStarted,
+    WorkflowCancelled,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowStarted,
@@ -92,6 +97,12 @@ FULL_EVENTS: list[AnyEvent] = [
     TimerStarted(event_id=9, timestamp=T0, seq=1, fire_at=T0 + timedelta(hours=1), duration=3600),
     TimerFired(event_id=10, timestamp=T0, seq=1),
     TimerCancelled(event_id=11, timestamp=T0, seq=2),
+    ActivityCancelled(event_id=12, timestamp=T0, seq=3),
+    SignalReceived(event_id=13, timestamp=T0, name="approve", args=(PAYLOAD,)),
+    CancelRequested(event_id=14, timestamp=T0, reason="customer asked"),
+    MarkerRecorded(event_id=15, timestamp=T0, kind="side_effect", seq=1, value=PAYLOAD),
+    MarkerRecorded(event_id=16, timestamp=T0, kind="patch", name="v2"),
+    WorkflowCancelled(event_id=17, timestamp=T0, reason="customer asked"),
 ]
 
 # Only the required fields: defaults must come back as defaults.
@@ -108,6 +119,11 @@ MINIMAL_EVENTS: list[AnyEvent] = [
     TimerStarted(timestamp=T0, seq=1, fire_at=T0, duration=0.0),
     TimerFired(timestamp=T0, seq=1),
     TimerCancelled(timestamp=T0, seq=1),
+    ActivityCancelled(timestamp=T0, seq=1),
+    SignalReceived(timestamp=T0, name="s"),
+    CancelRequested(timestamp=T0),
+    MarkerRecorded(timestamp=T0, kind="patch"),
+    WorkflowCancelled(timestamp=T0),
 ]
 
 ALL_EVENTS = FULL_EVENTS + MINIMAL_EVENTS
