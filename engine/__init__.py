@@ -29,6 +29,7 @@ from ._errors import ApplicationError as ApplicationError
 from ._errors import NondeterminismError as NondeterminismError
 from ._errors import NotInWorkflowError as NotInWorkflowError
 from ._errors import SandboxViolationError as SandboxViolationError
+from ._errors import WorkflowCancelledError as WorkflowCancelledError
 from ._errors import WorkflowFailureError as WorkflowFailureError
 from ._errors import WorkflowNotRegisteredError as WorkflowNotRegisteredError
 from ._instance import WorkflowInstance as WorkflowInstance
@@ -61,6 +62,7 @@ __all__ = [
     "SystemClock",
     "Worker",
     "WorkflowDefinition",
+    "WorkflowCancelledError",
     "WorkflowDescription",
     "WorkflowFailureError",
     "WorkflowHandle",

@@ -36,6 +36,7 @@ from history import (
     Store,
     TimerInfo,
     WorkflowAlreadyRunningError,
+    WorkflowCancelled,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowStarted,
@@ -44,7 +45,7 @@ from history import (
 
 from ._clock import Clock, SystemClock, to_datetime
 from ._definitions import Registry, workflow_definition
-from ._errors import WorkflowFailureError
+from ._errors import WorkflowCancelledError, WorkflowFailureError
 from ._failure import error_from_failure
 from ._query import QueryError, answer_query
 
@@ -255,6 +256,8 @@ class WorkflowHandle:
             error = WorkflowFailureError(info.workflow_id, info.run_id, last.failure)
             error.__cause__ = error_from_failure(last.failure)
             raise error
+        if isinstance(last, WorkflowCancelled):
+            raise WorkflowCancelledError(info.workflow_id, info.run_id, last.reason)
         raise PerduraError(
             f"workflow {info.workflow_id!r} (run {info.run_id}) closed as {info.status.value}"
         )

@@ -5,6 +5,8 @@ PerduraError
 ├── ApplicationError            raised by user code to fail an activity or workflow on purpose
 ├── ActivityError               what workflow code sees when an activity fails for good
 ├── WorkflowFailureError        what a client sees when the run failed
+├── WorkflowCancelledError      what a client sees when the run was cancelled
+├── QueryError                  (engine._query) an unknown query, or one that changed state
 ├── ActivityTimeoutError        the cause inside an ActivityError for a timeout
 ├── NondeterminismError         workflow code no longer matches its recorded history
 ├── SandboxViolationError       workflow code touched the clock, randomness, files, network …
@@ -27,6 +29,7 @@ __all__ = [
     "NondeterminismError",
     "NotInWorkflowError",
     "SandboxViolationError",
+    "WorkflowCancelledError",
     "WorkflowFailureError",
     "WorkflowNotRegisteredError",
 ]
@@ -92,6 +95,18 @@ class WorkflowFailureError(PerduraError):
         self.failure = failure
         super().__init__(
             f"workflow {workflow_id!r} (run {run_id}) failed: {failure.type}: {failure.message}"
+        )
+
+
+class WorkflowCancelledError(PerduraError):
+    """The run ended CANCELLED; ``reason`` is what the cancel request said."""
+
+    def __init__(self, workflow_id: str, run_id: str, reason: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.reason = reason
+        super().__init__(
+            f"workflow {workflow_id!r} (run {run_id}) was cancelled: {reason or '(no reason)'}"
         )
 
 

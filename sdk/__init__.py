@@ -12,6 +12,7 @@ from engine import NondeterminismError as NondeterminismError
 from engine import QueryError as QueryError
 from engine import SandboxViolationError as SandboxViolationError
 from engine import Worker as Worker
+from engine import WorkflowCancelledError as WorkflowCancelledError
 from engine import WorkflowDescription as WorkflowDescription
 from engine import WorkflowFailureError as WorkflowFailureError
 from engine import WorkflowHandle as WorkflowHandle
@@ -47,6 +48,7 @@ __all__ = [
     "SandboxViolationError",
     "Worker",
     "WorkflowAlreadyRunningError",
+    "WorkflowCancelledError",
     "WorkflowDescription",
     "WorkflowFailureError",
     "WorkflowHandle",
