@@ -26,12 +26,16 @@ from ._errors import ActivityError as ActivityError
 from ._errors import ActivityNotRegisteredError as ActivityNotRegisteredError
 from ._errors import ActivityTimeoutError as ActivityTimeoutError
 from ._errors import ApplicationError as ApplicationError
+from ._errors import ChildWorkflowError as ChildWorkflowError
+from ._errors import ContinueAsNew as ContinueAsNew
 from ._errors import NondeterminismError as NondeterminismError
 from ._errors import NotInWorkflowError as NotInWorkflowError
 from ._errors import SandboxViolationError as SandboxViolationError
 from ._errors import WorkflowCancelledError as WorkflowCancelledError
 from ._errors import WorkflowFailureError as WorkflowFailureError
 from ._errors import WorkflowNotRegisteredError as WorkflowNotRegisteredError
+from ._errors import WorkflowTerminatedError as WorkflowTerminatedError
+from ._errors import WorkflowTimedOutError as WorkflowTimedOutError
 from ._instance import WorkflowInstance as WorkflowInstance
 from ._instance import current_instance as current_instance
 from ._instance import in_workflow as in_workflow
@@ -50,8 +54,10 @@ __all__ = [
     "ActivityTimeoutError",
     "App",
     "ApplicationError",
+    "ChildWorkflowError",
     "Client",
     "Clock",
+    "ContinueAsNew",
     "ManualClock",
     "NondeterminismError",
     "NotInWorkflowError",
@@ -68,6 +74,8 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowInstance",
     "WorkflowNotRegisteredError",
+    "WorkflowTerminatedError",
+    "WorkflowTimedOutError",
     "current_activity",
     "current_instance",
     "describe_history",

@@ -38,15 +38,24 @@ from history import (
     WorkflowAlreadyRunningError,
     WorkflowCancelled,
     WorkflowCompleted,
+    WorkflowContinuedAsNew,
     WorkflowFailed,
     WorkflowStarted,
     WorkflowTaskFailed,
+    WorkflowTerminated,
+    WorkflowTimedOut,
 )
 
 from ._clock import Clock, SystemClock, to_datetime
 from ._definitions import Registry, workflow_definition
-from ._errors import WorkflowCancelledError, WorkflowFailureError
+from ._errors import (
+    WorkflowCancelledError,
+    WorkflowFailureError,
+    WorkflowTerminatedError,
+    WorkflowTimedOutError,
+)
 from ._failure import error_from_failure
+from ._outcomes import child_outcome
 from ._query import QueryError, answer_query
 
 __all__ = ["Client", "PendingActivity", "WorkflowDescription", "WorkflowHandle"]
@@ -112,8 +121,13 @@ class Client:
         *args: Any,
         id: str,
         task_queue: str = "default",
+        execution_timeout: float | None = None,
+        run_timeout: float | None = None,
     ) -> WorkflowHandle:
         """Record a new run of ``workflow``; a worker polling ``task_queue`` will run it.
+
+        ``execution_timeout`` bounds the whole execution, across continue-as-new;
+        ``run_timeout`` bounds each run. Past either, the run ends TIMED_OUT.
 
         Raises ``WorkflowAlreadyRunningError`` when ``id`` has an open run, and
         ``PayloadEncodeError`` naming the argument that cannot be encoded; either way
@@ -144,6 +158,10 @@ class Client:
             task_queue=task_queue,
             args=payloads,
             seed=self._random.getrandbits(63),
+            run_timeout=run_timeout,
+            execution_deadline=(
+                None if execution_timeout is None else to_datetime(now + execution_timeout)
+            ),
         )
         await self.store.create_run(run_id, started, now=now)
         for listener in self._listeners:
@@ -238,11 +256,20 @@ class WorkflowHandle:
         """
         store = self.client.store
         poll = 0.01
+        info = await self.run_info()
         while True:
-            info = await self.run_info()
             if not info.status.is_open:
-                break
+                if info.status is not RunStatus.CONTINUED_AS_NEW:
+                    break
+                # Follow the chain: the result is the last run's.
+                last = (
+                    await store.read_history(info.run_id, after_event_id=info.history_length - 1)
+                )[-1]
+                assert isinstance(last, WorkflowContinuedAsNew)
+                info = await store.get_run(last.new_run_id)
+                continue
             await store.wait_for_run(info.run_id, poll)
+            info = await store.get_run(info.run_id)
             poll = min(poll * 2, 0.5)
         history = await store.read_history(info.run_id, after_event_id=info.history_length - 1)
         last = history[-1]
@@ -258,6 +285,10 @@ class WorkflowHandle:
             raise error
         if isinstance(last, WorkflowCancelled):
             raise WorkflowCancelledError(info.workflow_id, info.run_id, last.reason)
+        if isinstance(last, WorkflowTimedOut):
+            raise WorkflowTimedOutError(info.workflow_id, info.run_id, last.timeout_type)
+        if isinstance(last, WorkflowTerminated):
+            raise WorkflowTerminatedError(info.workflow_id, info.run_id, last.reason)
         raise PerduraError(
             f"workflow {info.workflow_id!r} (run {info.run_id}) closed as {info.status.value}"
         )
@@ -289,6 +320,35 @@ class WorkflowHandle:
             info.run_id,
             CancelRequested(timestamp=to_datetime(self.client.clock.now()), reason=reason),
         )
+
+    async def terminate(self, reason: str = "") -> None:
+        """End the run now, without running any more of its code (TERMINATED). A parent
+        waiting on it as a child learns it at once.
+
+        Raises ``RunClosedError`` if the run has already closed.
+        """
+        info = await self.run_info()
+        store = self.client.store
+        now = self.client.clock.now()
+        stamp = to_datetime(now)
+        closing = WorkflowTerminated(timestamp=stamp, reason=reason)
+        started = (await store.read_history(info.run_id))[0]
+        linked = []
+        if isinstance(started, WorkflowStarted) and started.parent_run_id is not None:
+            linked.append(
+                AppendRequest(
+                    run_id=started.parent_run_id,
+                    events=[child_outcome(started.parent_seq, closing, stamp)],
+                    now=now,
+                    wake=True,
+                )
+            )
+        [result] = await store.append(
+            [AppendRequest(run_id=info.run_id, events=[closing], now=now, linked=linked)]
+        )
+        result.unwrap()
+        for listener in self.client._listeners:
+            listener.notify(info.run_id)
 
     async def query(self, name: str, *args: Any) -> Any:
         """Answer query ``name`` from the run's replayed state; writes nothing.

@@ -20,11 +20,14 @@ owner replays it, and every activity without a recorded outcome runs again (at-l
 from __future__ import annotations
 
 import asyncio
+import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import structlog
 
 from history import (
@@ -35,9 +38,14 @@ from history import (
     AppendConflictError,
     AppendRequest,
     AppendResult,
+    CancelRequested,
+    ChildWorkflowFailed,
+    ChildWorkflowStarted,
     Event,
+    Failure,
     LeaseLostError,
     MarkerRecorded,
+    Payload,
     PayloadConverter,
     PerduraError,
     RunClaim,
@@ -46,11 +54,15 @@ from history import (
     TimerCancelled,
     TimerFired,
     TimerStarted,
+    WorkflowAlreadyRunningError,
     WorkflowCancelled,
     WorkflowCompleted,
+    WorkflowContinuedAsNew,
     WorkflowFailed,
     WorkflowStarted,
     WorkflowTaskFailed,
+    WorkflowTerminated,
+    WorkflowTimedOut,
 )
 
 from ._activity import ActivityInfo, AttemptOutcome, outcome_event, run_attempt
@@ -60,6 +72,7 @@ from ._errors import NondeterminismError
 from ._failure import failure_from_exception
 from ._faults import FaultPoint, Faults, InjectedCrash
 from ._instance import ActivityCall, WorkflowInstance, patch_ids
+from ._outcomes import child_outcome
 from ._remote import remote_task
 
 __all__ = ["DriverEnv", "RunDriver"]
@@ -85,6 +98,13 @@ class DriverEnv:
     cache_size: int = 1000
     on_closed: Callable[[str], None] | None = None
     faults: Faults | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    """The worker's one source of randomness (run ids, seeds): seedable for tests."""
+    notify: Callable[[str], None] = lambda run_id: None
+    """Told about runs this worker started or woke (children, continuations, parents)."""
+
+    def new_run_id(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
     def fault(self, point: FaultPoint) -> None:
         if self.faults is not None:
@@ -110,6 +130,8 @@ class _Batch:
 
     events: list[Event] = field(default_factory=list)
     tasks: list[ActivityTaskSpec] = field(default_factory=list)
+    start_runs: list[tuple[str, WorkflowStarted]] = field(default_factory=list)
+    linked: list[AppendRequest] = field(default_factory=list)
     outcomes: list[tuple[int, int, AttemptOutcome]] = field(default_factory=list)
     heartbeats: list[tuple[int, int]] = field(default_factory=list)
 
@@ -353,16 +375,127 @@ class RunDriver:
         for patch_id in instance.unrecorded_patches:
             events.append(MarkerRecorded(timestamp=stamp, kind="patch", name=patch_id))
 
+        for child in list(instance.open_children.values()):
+            if child.recorded or child.done:
+                continue
+            if child.start_failure is not None:
+                events.append(
+                    ChildWorkflowFailed(
+                        timestamp=stamp,
+                        seq=child.seq,
+                        status="start_failed",
+                        failure=child.start_failure,
+                    )
+                )
+                continue
+            child_run_id = self.env.new_run_id()
+            events.append(
+                ChildWorkflowStarted(
+                    timestamp=stamp,
+                    seq=child.seq,
+                    workflow_id=child.workflow_id,
+                    run_id=child_run_id,
+                    workflow_type=child.workflow_type,
+                    task_queue=child.task_queue,
+                    parent_close_policy=child.parent_close_policy,
+                )
+            )
+            batch.start_runs.append(
+                (
+                    child_run_id,
+                    WorkflowStarted(
+                        timestamp=stamp,
+                        workflow_type=child.workflow_type,
+                        workflow_id=child.workflow_id,
+                        task_queue=child.task_queue,
+                        args=child.args,
+                        seed=self.env.rng.getrandbits(63),
+                        run_timeout=child.run_timeout,
+                        execution_deadline=(
+                            None
+                            if child.execution_timeout is None
+                            else stamp + timedelta(seconds=child.execution_timeout)
+                        ),
+                        parent_run_id=self.run_id,
+                        parent_seq=child.seq,
+                    ),
+                )
+            )
+
+        closing: Event | None = None
+        deadline = instance.deadline
         completion = instance.completion
-        if completion is not None and not instance.completion_recorded:
+        if instance.completion_recorded:
+            pass
+        elif deadline is not None and deadline[0].timestamp() <= now:
+            closing = WorkflowTimedOut(
+                timestamp=stamp, timeout_type=deadline[1], deadline=deadline[0]
+            )
+        elif completion is not None:
             if completion.result is not None:
-                events.append(WorkflowCompleted(timestamp=stamp, result=completion.result))
+                closing = WorkflowCompleted(timestamp=stamp, result=completion.result)
             elif completion.cancelled is not None:
-                events.append(WorkflowCancelled(timestamp=stamp, reason=completion.cancelled))
+                closing = WorkflowCancelled(timestamp=stamp, reason=completion.cancelled)
+            elif completion.continued is not None:
+                closing = self._continue_as_new(completion.continued, stamp, batch)
             else:
                 assert completion.failure is not None
-                events.append(WorkflowFailed(timestamp=stamp, failure=completion.failure))
+                closing = WorkflowFailed(timestamp=stamp, failure=completion.failure)
+        if closing is not None:
+            events.append(closing)
+            batch.linked.extend(self._closing_notices(closing, stamp, now))
         return batch
+
+    def _continue_as_new(
+        self, args: tuple[Payload, ...], stamp: datetime, batch: _Batch
+    ) -> WorkflowContinuedAsNew:
+        instance = self.instance
+        assert instance is not None
+        started = instance.started
+        new_run_id = self.env.new_run_id()
+        batch.start_runs.append(
+            (
+                new_run_id,
+                msgspec.structs.replace(
+                    started,
+                    event_id=0,
+                    timestamp=stamp,
+                    args=args,
+                    seed=self.env.rng.getrandbits(63),
+                    continued_from=self.run_id,
+                ),
+            )
+        )
+        return WorkflowContinuedAsNew(timestamp=stamp, new_run_id=new_run_id, args=args)
+
+    def _closing_notices(self, closing: Event, stamp: datetime, now: float) -> list[AppendRequest]:
+        """What the closing of this run tells others, in the same transaction: its parent
+        gets the outcome, its open children get their parent-close policy applied."""
+        instance = self.instance
+        assert instance is not None
+        notices: list[AppendRequest] = []
+        started = instance.started
+        if started.parent_run_id is not None and not isinstance(closing, WorkflowContinuedAsNew):
+            notices.append(
+                AppendRequest(
+                    run_id=started.parent_run_id,
+                    events=[child_outcome(started.parent_seq, closing, stamp)],
+                    now=now,
+                    wake=True,
+                )
+            )
+        for child in instance.open_children.values():
+            if not child.recorded or child.done or child.run_id is None:
+                continue
+            reason = f"parent {instance.workflow_id!r} closed"
+            if child.parent_close_policy == "terminate":
+                notice: Event = WorkflowTerminated(timestamp=stamp, reason=reason)
+            elif child.parent_close_policy == "request_cancel":
+                notice = CancelRequested(timestamp=stamp, reason=reason)
+            else:
+                continue
+            notices.append(AppendRequest(run_id=child.run_id, events=[notice], now=now, wake=True))
+        return notices
 
     def _run_side_effect(self, seq: int, fn: Callable[[], Any], stamp: datetime) -> MarkerRecorded:
         """Run a side effect's function once and record what it gave (value or failure)."""
@@ -384,11 +517,16 @@ class RunDriver:
             expected_next_event_id=self.history_length + 1,
             fence=self.fence,
             activity_tasks=batch.tasks,
+            start_runs=batch.start_runs,
+            linked=batch.linked,
         )
         result = await self._store_append(request)
         error = result.error
         if isinstance(error, AppendConflictError):
             return await self._catch_up()
+        if isinstance(error, WorkflowAlreadyRunningError):
+            self._child_start_failed(error)
+            return True
         if isinstance(error, LeaseLostError | RunClosedError):
             self.log.info("run taken over or closed elsewhere", reason=str(error))
             raise _Lost
@@ -403,7 +541,22 @@ class RunDriver:
                 del self.heartbeats[seq]
         self.history_length = result.next_event_id - 1
         self.last_event = result.events[-1] if result.events else self.last_event
+        for run_id, _ in batch.start_runs:
+            env.notify(run_id)
+        for notice in batch.linked:
+            env.notify(notice.run_id)
         return await self._feed(result.events)
+
+    def _child_start_failed(self, error: WorkflowAlreadyRunningError) -> None:
+        instance = self.instance
+        assert instance is not None
+        for child in instance.open_children.values():
+            if not child.recorded and child.workflow_id == error.workflow_id:
+                child.start_failure = Failure(
+                    type="WorkflowAlreadyRunningError", message=str(error), non_retryable=True
+                )
+                return
+        raise error
 
     async def _release(self, wake_at: float | None) -> bool:
         env = self.env
@@ -516,6 +669,9 @@ class RunDriver:
         instance = self.instance
         assert instance is not None
         due = [t.fire_at.timestamp() for t in instance.open_timers.values() if t.pending]
+        deadline = instance.deadline
+        if deadline is not None:
+            due.append(deadline[0].timestamp())
         due.extend(
             c.retry_at.timestamp()
             for c in instance.open_activities.values()

@@ -6,6 +6,9 @@ PerduraError
 ├── ActivityError               what workflow code sees when an activity fails for good
 ├── WorkflowFailureError        what a client sees when the run failed
 ├── WorkflowCancelledError      what a client sees when the run was cancelled
+├── WorkflowTimedOutError       … when the run timed out
+├── WorkflowTerminatedError     … when the run was terminated
+├── ChildWorkflowError          what parent code sees when a child ended without a result
 ├── QueryError                  (engine._query) an unknown query, or one that changed state
 ├── ActivityTimeoutError        the cause inside an ActivityError for a timeout
 ├── NondeterminismError         workflow code no longer matches its recorded history
@@ -13,6 +16,9 @@ PerduraError
 ├── WorkflowNotRegisteredError  a run's workflow type is unknown to this worker
 ├── ActivityNotRegisteredError  an activity type is unknown to the worker asked to run it
 └── NotInWorkflowError          a ``workflow.*`` call made outside workflow code
+
+BaseException
+└── ContinueAsNew               control flow of ``workflow.continue_as_new``, not an error
 """
 
 from __future__ import annotations
@@ -29,9 +35,13 @@ __all__ = [
     "NondeterminismError",
     "NotInWorkflowError",
     "SandboxViolationError",
+    "ChildWorkflowError",
+    "ContinueAsNew",
     "WorkflowCancelledError",
     "WorkflowFailureError",
     "WorkflowNotRegisteredError",
+    "WorkflowTerminatedError",
+    "WorkflowTimedOutError",
 ]
 
 
@@ -108,6 +118,51 @@ class WorkflowCancelledError(PerduraError):
         super().__init__(
             f"workflow {workflow_id!r} (run {run_id}) was cancelled: {reason or '(no reason)'}"
         )
+
+
+class WorkflowTimedOutError(PerduraError):
+    """The run ended TIMED_OUT (its run timeout or its execution's deadline passed)."""
+
+    def __init__(self, workflow_id: str, run_id: str, timeout_type: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.timeout_type = timeout_type
+        super().__init__(f"workflow {workflow_id!r} (run {run_id}) timed out ({timeout_type})")
+
+
+class WorkflowTerminatedError(PerduraError):
+    """The run was terminated from outside."""
+
+    def __init__(self, workflow_id: str, run_id: str, reason: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.reason = reason
+        super().__init__(
+            f"workflow {workflow_id!r} (run {run_id}) was terminated: {reason or '(no reason)'}"
+        )
+
+
+class ChildWorkflowError(PerduraError):
+    """What parent code sees when a child run ended without a result (or never started)."""
+
+    def __init__(self, workflow_id: str, status: str, failure: Failure) -> None:
+        self.workflow_id = workflow_id
+        self.status = status
+        self.failure = failure
+        super().__init__(
+            f"child workflow {workflow_id!r} {status}: {failure.type}: {failure.message}"
+        )
+
+
+class ContinueAsNew(BaseException):
+    """Raised by ``workflow.continue_as_new``: ends the run and starts a fresh one.
+
+    A ``BaseException`` so that ``except Exception`` in workflow code cannot swallow it.
+    """
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        super().__init__("continue as new")
+        self.args_for_next_run = args
 
 
 class NondeterminismError(PerduraError):

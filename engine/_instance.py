@@ -35,6 +35,9 @@ from history import (
     ActivityTimedOut,
     AnyEvent,
     CancelRequested,
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
+    ChildWorkflowStarted,
     Failure,
     MarkerRecorded,
     Payload,
@@ -46,9 +49,12 @@ from history import (
     TimerStarted,
     WorkflowCancelled,
     WorkflowCompleted,
+    WorkflowContinuedAsNew,
     WorkflowFailed,
     WorkflowStarted,
     WorkflowTaskFailed,
+    WorkflowTerminated,
+    WorkflowTimedOut,
 )
 
 from . import _sandbox
@@ -61,6 +67,8 @@ from ._definitions import (
 from ._errors import (
     ActivityError,
     ActivityTimeoutError,
+    ChildWorkflowError,
+    ContinueAsNew,
     NondeterminismError,
     NotInWorkflowError,
     SandboxViolationError,
@@ -70,6 +78,7 @@ from ._loop import DurableTimerHandle, WorkflowEventLoop
 
 __all__ = [
     "ActivityCall",
+    "ChildCall",
     "Completion",
     "TaskFailure",
     "TimerCall",
@@ -157,12 +166,38 @@ class Completion:
     result: Payload | None = None
     failure: Failure | None = None
     cancelled: str | None = None
+    continued: tuple[Payload, ...] | None = None
+    """Arguments of the next run (continue-as-new)."""
 
     @property
     def kind(self) -> str:
         if self.result is not None:
             return "completed"
+        if self.continued is not None:
+            return "continued as new"
         return "cancelled" if self.cancelled is not None else "failed"
+
+
+@dataclass(eq=False)
+class ChildCall:
+    """A child workflow the code started, and what is known of it."""
+
+    seq: int
+    workflow_type: str
+    workflow_id: str
+    task_queue: str
+    args: tuple[Payload, ...]
+    parent_close_policy: str
+    run_timeout: float | None
+    execution_timeout: float | None
+    result_type: Any
+    started: asyncio.Future[str]
+    """Resolves with the child's run id once its start is recorded."""
+    result: asyncio.Future[Any]
+    recorded: bool = False
+    done: bool = False
+    start_failure: Failure | None = None
+    run_id: str | None = None
 
 
 @dataclass(eq=False)
@@ -215,6 +250,9 @@ class WorkflowInstance:
         self._next_activity_seq = 1
         self._next_timer_seq = 1
         self._next_marker_seq = 1
+        self._next_child_seq = 1
+        self.children: dict[int, ChildCall] = {}
+        self.open_children: dict[int, ChildCall] = {}
         self.workflow_object: Any = None
         """The instance of a class-based workflow (signal and query handlers live on it)."""
         self.conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -321,6 +359,20 @@ class WorkflowInstance:
             self.completion = Completion(cancelled=self.cancel_reason or "")
             return
         exc = task.exception()
+        if isinstance(exc, ContinueAsNew):
+            try:
+                payloads = self.converter.encode_all(
+                    exc.args_for_next_run,
+                    [
+                        f"argument {i + 1} of continue_as_new"
+                        for i in range(len(exc.args_for_next_run))
+                    ],
+                )
+            except Exception as err:
+                self.completion = Completion(failure=failure_from_exception(err, self.converter))
+                return
+            self.completion = Completion(continued=payloads)
+            return
         if exc is None:
             try:
                 payload = self.converter.encode(
@@ -335,18 +387,73 @@ class WorkflowInstance:
         else:
             self.completion = Completion(failure=failure_from_exception(exc, self.converter))
 
-    def _on_completed(self, event: WorkflowCompleted | WorkflowFailed | WorkflowCancelled) -> None:
+    def _on_completed(
+        self,
+        event: WorkflowCompleted | WorkflowFailed | WorkflowCancelled | WorkflowContinuedAsNew,
+    ) -> None:
         produced = self.completion
         kind = {
             WorkflowCompleted: "completed",
             WorkflowFailed: "failed",
             WorkflowCancelled: "cancelled",
+            WorkflowContinuedAsNew: "continued as new",
         }[type(event)]
         if produced is None:
             self._mismatch(event, f"the workflow {kind}", "the workflow had not finished")
         elif produced.kind != kind:
             self._mismatch(event, f"the workflow {kind}", f"the workflow {produced.kind}")
         self.completion_recorded = True
+
+    def _on_closed_from_outside(self, event: WorkflowTimedOut | WorkflowTerminated) -> None:
+        """Timeouts and terminations are decided by time or by an operator, not by the code:
+        nothing to match, the run simply ends here."""
+        self.completion_recorded = True
+
+    def _on_child_started(self, event: ChildWorkflowStarted) -> None:
+        child = self.children.get(event.seq)
+        recorded = f"child workflow {event.workflow_type!r} started as child #{event.seq}"
+        if child is None:
+            self._mismatch(event, recorded, f"no child #{event.seq} was started")
+        assert child is not None
+        if child.workflow_type != event.workflow_type:
+            self._mismatch(event, recorded, f"child #{event.seq} is {child.workflow_type!r}")
+        child.recorded = True
+        child.run_id = event.run_id
+        child.workflow_id = event.workflow_id
+        if not child.started.done():
+            child.started.set_result(event.run_id)
+
+    def _child(self, event: AnyEvent, seq: int) -> ChildCall:
+        child = self.children.get(seq)
+        if child is None:
+            self._mismatch(event, f"an outcome of child #{seq}", f"no child #{seq} exists")
+        assert child is not None
+        return child
+
+    def _on_child_completed(self, event: ChildWorkflowCompleted) -> None:
+        child = self._child(event, event.seq)
+        child.done = True
+        self.open_children.pop(child.seq, None)
+        if not child.result.done():
+            try:
+                value = self.converter.decode(
+                    event.result, child.result_type, name=f"result of child {child.workflow_id!r}"
+                )
+            except Exception as exc:
+                child.result.set_exception(exc)
+            else:
+                child.result.set_result(value)
+
+    def _on_child_failed(self, event: ChildWorkflowFailed) -> None:
+        child = self._child(event, event.seq)
+        child.done = True
+        self.open_children.pop(child.seq, None)
+        error = ChildWorkflowError(child.workflow_id, event.status, event.failure)
+        error.__cause__ = error_from_failure(event.failure)
+        if not child.started.done():  # never started: whoever awaits the start learns why
+            child.started.set_exception(error)
+        if not child.result.done():
+            child.result.set_exception(error)
 
     def _on_signal(self, event: SignalReceived) -> None:
         handler = self.definition.signals.get(event.name)
@@ -627,6 +734,54 @@ class WorkflowInstance:
     def deprecate_patch(self, patch_id: str) -> None:
         self.deprecated_patches.add(patch_id)
 
+    def start_child(
+        self,
+        workflow: WorkflowDefinition | str,
+        args: tuple[Any, ...],
+        *,
+        workflow_id: str | None,
+        task_queue: str | None,
+        parent_close_policy: str,
+        run_timeout: float | None,
+        execution_timeout: float | None,
+    ) -> ChildCall:
+        seq = self._next_child_seq
+        self._next_child_seq += 1
+        if isinstance(workflow, str):
+            name, result_type = workflow, Any
+        else:
+            name, result_type = workflow.name, workflow.return_type
+        with _sandbox.unrestricted():
+            payloads = self.converter.encode_all(
+                args, [f"argument {i + 1} of child workflow {name!r}" for i in range(len(args))]
+            )
+        child = ChildCall(
+            seq=seq,
+            workflow_type=name,
+            workflow_id=workflow_id or f"{self.workflow_id}/child-{seq}",
+            task_queue=task_queue or self.started.task_queue,
+            args=payloads,
+            parent_close_policy=parent_close_policy,
+            run_timeout=run_timeout,
+            execution_timeout=execution_timeout,
+            result_type=result_type,
+            started=self.loop.create_future(),
+            result=self.loop.create_future(),
+        )
+        self.children[seq] = self.open_children[seq] = child
+        return child
+
+    @property
+    def deadline(self) -> tuple[datetime, str] | None:
+        """When the run times out, and which timeout that is."""
+        started = self.started
+        candidates: list[tuple[datetime, str]] = []
+        if started.run_timeout is not None:
+            candidates.append((started.timestamp + timedelta(seconds=started.run_timeout), "run"))
+        if started.execution_deadline is not None:
+            candidates.append((started.execution_deadline, "execution"))
+        return min(candidates) if candidates else None
+
     def start_timer(self, delay: float) -> int:
         seq = self._next_timer_seq
         self._next_timer_seq += 1
@@ -694,6 +849,12 @@ _HANDLERS: dict[type, Any] = {
     WorkflowCompleted: WorkflowInstance._on_completed,
     WorkflowFailed: WorkflowInstance._on_completed,
     WorkflowCancelled: WorkflowInstance._on_completed,
+    WorkflowContinuedAsNew: WorkflowInstance._on_completed,
+    WorkflowTimedOut: WorkflowInstance._on_closed_from_outside,
+    WorkflowTerminated: WorkflowInstance._on_closed_from_outside,
+    ChildWorkflowStarted: WorkflowInstance._on_child_started,
+    ChildWorkflowCompleted: WorkflowInstance._on_child_completed,
+    ChildWorkflowFailed: WorkflowInstance._on_child_failed,
     SignalReceived: WorkflowInstance._on_signal,
     CancelRequested: WorkflowInstance._on_cancel_requested,
     ActivityCancelled: WorkflowInstance._on_activity_cancelled,

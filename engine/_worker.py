@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import random
 import socket
 from collections.abc import Iterable
 from typing import Any
@@ -76,6 +77,7 @@ class Worker:
         converter: PayloadConverter | None = None,
         clock: Clock | None = None,
         faults: Faults | None = None,
+        seed: int | None = None,
     ) -> None:
         for name, value in (
             ("max_concurrent_runs", max_concurrent_runs),
@@ -110,6 +112,8 @@ class Worker:
             activity_defaults=activity_defaults or ActivityOptions(),
             cache_size=cache_size,
             faults=faults,
+            rng=random.Random(seed),
+            notify=self.notify,
         )
         self.activity_runner = ActivityTaskRunner(
             store=store,

@@ -24,6 +24,9 @@ from ._events import ActivityScheduled as ActivityScheduled
 from ._events import ActivityTimedOut as ActivityTimedOut
 from ._events import AnyEvent as AnyEvent
 from ._events import CancelRequested as CancelRequested
+from ._events import ChildWorkflowCompleted as ChildWorkflowCompleted
+from ._events import ChildWorkflowFailed as ChildWorkflowFailed
+from ._events import ChildWorkflowStarted as ChildWorkflowStarted
 from ._events import Event as Event
 from ._events import Failure as Failure
 from ._events import MarkerRecorded as MarkerRecorded
@@ -35,9 +38,12 @@ from ._events import TimerFired as TimerFired
 from ._events import TimerStarted as TimerStarted
 from ._events import WorkflowCancelled as WorkflowCancelled
 from ._events import WorkflowCompleted as WorkflowCompleted
+from ._events import WorkflowContinuedAsNew as WorkflowContinuedAsNew
 from ._events import WorkflowFailed as WorkflowFailed
 from ._events import WorkflowStarted as WorkflowStarted
 from ._events import WorkflowTaskFailed as WorkflowTaskFailed
+from ._events import WorkflowTerminated as WorkflowTerminated
+from ._events import WorkflowTimedOut as WorkflowTimedOut
 from ._events import decode_event as decode_event
 from ._events import decode_events_json as decode_events_json
 from ._events import encode_event as encode_event
@@ -81,6 +87,9 @@ __all__ = [
     "AppendRequest",
     "AppendResult",
     "CancelRequested",
+    "ChildWorkflowCompleted",
+    "ChildWorkflowFailed",
+    "ChildWorkflowStarted",
     "CorruptStoreError",
     "Durability",
     "Encoding",
@@ -116,9 +125,12 @@ __all__ = [
     "WorkflowAlreadyRunningError",
     "WorkflowCancelled",
     "WorkflowCompleted",
+    "WorkflowContinuedAsNew",
     "WorkflowFailed",
     "WorkflowStarted",
     "WorkflowTaskFailed",
+    "WorkflowTerminated",
+    "WorkflowTimedOut",
     "decode_event",
     "decode_events_json",
     "dump_history",

@@ -32,6 +32,9 @@ __all__ = [
     "ActivityTimedOut",
     "AnyEvent",
     "CancelRequested",
+    "ChildWorkflowCompleted",
+    "ChildWorkflowFailed",
+    "ChildWorkflowStarted",
     "Event",
     "Failure",
     "MarkerRecorded",
@@ -43,9 +46,12 @@ __all__ = [
     "TimerStarted",
     "WorkflowCancelled",
     "WorkflowCompleted",
+    "WorkflowContinuedAsNew",
     "WorkflowFailed",
     "WorkflowStarted",
     "WorkflowTaskFailed",
+    "WorkflowTerminated",
+    "WorkflowTimedOut",
     "decode_event",
     "decode_events_json",
     "encode_event",
@@ -95,6 +101,15 @@ class WorkflowStarted(Event, frozen=True, kw_only=True, tag=True):
     args: tuple[Payload, ...] = ()
     seed: int = 0
     """Seeds ``workflow.random()``; recorded so every replay draws the same numbers."""
+    run_timeout: float | None = None
+    """Seconds this run may take before it ends TIMED_OUT."""
+    execution_deadline: datetime | None = None
+    """When the whole execution (this run and the runs it continues as) ends TIMED_OUT."""
+    parent_run_id: str | None = None
+    """Set for a child workflow: the run to tell when this one closes."""
+    parent_seq: int = 0
+    continued_from: str | None = None
+    """The run this one continues (continue-as-new)."""
 
 
 class WorkflowCompleted(Event, frozen=True, kw_only=True, tag=True):
@@ -102,6 +117,50 @@ class WorkflowCompleted(Event, frozen=True, kw_only=True, tag=True):
 
 
 class WorkflowFailed(Event, frozen=True, kw_only=True, tag=True):
+    failure: Failure
+
+
+class WorkflowTimedOut(Event, frozen=True, kw_only=True, tag=True):
+    """The run passed its run timeout or its execution's deadline."""
+
+    timeout_type: str
+    """``"run"`` or ``"execution"``."""
+    deadline: datetime
+
+
+class WorkflowTerminated(Event, frozen=True, kw_only=True, tag=True):
+    """Stopped from outside without running any more of its code."""
+
+    reason: str = ""
+
+
+class WorkflowContinuedAsNew(Event, frozen=True, kw_only=True, tag=True):
+    """The run ended by starting a fresh run of the same workflow id (a new history)."""
+
+    new_run_id: str
+    args: tuple[Payload, ...] = ()
+
+
+class ChildWorkflowStarted(Event, frozen=True, kw_only=True, tag=True):
+    seq: int
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    parent_close_policy: str = "terminate"
+
+
+class ChildWorkflowCompleted(Event, frozen=True, kw_only=True, tag=True):
+    seq: int
+    result: Payload
+
+
+class ChildWorkflowFailed(Event, frozen=True, kw_only=True, tag=True):
+    """The child ended without a result (``status``: failed, cancelled, timed_out,
+    terminated) or could not be started (``status``: start_failed)."""
+
+    seq: int
+    status: str
     failure: Failure
 
 
@@ -229,6 +288,12 @@ AnyEvent: TypeAlias = (
     | CancelRequested
     | WorkflowCancelled
     | MarkerRecorded
+    | WorkflowTimedOut
+    | WorkflowTerminated
+    | WorkflowContinuedAsNew
+    | ChildWorkflowStarted
+    | ChildWorkflowCompleted
+    | ChildWorkflowFailed
 )
 
 _msgpack_encoder: Final = msgspec.msgpack.Encoder()

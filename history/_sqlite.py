@@ -47,8 +47,11 @@ from ._events import (
     TimerStarted,
     WorkflowCancelled,
     WorkflowCompleted,
+    WorkflowContinuedAsNew,
     WorkflowFailed,
     WorkflowStarted,
+    WorkflowTerminated,
+    WorkflowTimedOut,
     decode_event,
     encode_event,
 )
@@ -131,6 +134,9 @@ _CLOSING_STATUS: Final[dict[type[Event], RunStatus]] = {
     WorkflowCompleted: RunStatus.COMPLETED,
     WorkflowFailed: RunStatus.FAILED,
     WorkflowCancelled: RunStatus.CANCELLED,
+    WorkflowTimedOut: RunStatus.TIMED_OUT,
+    WorkflowTerminated: RunStatus.TERMINATED,
+    WorkflowContinuedAsNew: RunStatus.CONTINUED_AS_NEW,
 }
 
 _RUN_COLUMNS: Final = (
@@ -356,7 +362,10 @@ class SqliteStore:
     ) -> list[RunClaim]:
         # An owner never takes a run over from itself: a lease of its own that ran out (the
         # process was paused, or a test clock jumped) is renewed, not re-claimed under a new
-        # fence while its driver is still at work on the run.
+        # fence while its driver is still at work on the run. A lease is expired from the
+        # instant ``lease_expires_at`` on, the time ``next_wake_at`` reports: a poller woken
+        # then must find the run claimable, or (on a clock that stands still) it would poll
+        # again at once, forever.
         def op(conn: sqlite3.Connection) -> list[RunClaim]:
             rows = conn.execute(
                 """
@@ -368,7 +377,7 @@ class SqliteStore:
                     UNION ALL
                     SELECT run_id FROM runs
                     WHERE status = 'running' AND owner IS NOT NULL AND task_queue = ?
-                      AND lease_expires_at < ? AND owner != ?
+                      AND lease_expires_at <= ? AND owner != ?
                     LIMIT ?
                 )
                 RETURNING run_id, fence, workflow_type, next_event_id
@@ -770,6 +779,18 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
                 ),
             )
 
+    for _, started in req.start_runs:
+        open_row = conn.execute(
+            "SELECT run_id FROM runs WHERE workflow_id = ? AND status = 'running'",
+            (started.workflow_id,),
+        ).fetchone()
+        closes_it = open_row is not None and open_row[0] == req.run_id
+        if open_row is not None and not closes_it:
+            return AppendResult(
+                run_id=req.run_id,
+                error=WorkflowAlreadyRunningError(started.workflow_id, open_row[0]),
+            )
+
     events: list[AnyEvent] = []
     new_status: RunStatus | None = None
     closed_at: float | None = None
@@ -843,6 +864,15 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
         )
     else:
         conn.execute("UPDATE runs SET next_event_id = ? WHERE run_id = ?", (new_next, req.run_id))
+    # After this run's own close, so a continuation may reuse its workflow id.
+    for run_id, started in req.start_runs:
+        _create_run(conn, run_id, started, req.now)
+    for linked in req.linked:
+        outcome = _append(conn, linked)
+        if outcome.error is not None and not isinstance(
+            outcome.error, RunClosedError | RunNotFoundError
+        ):
+            raise outcome.error
     return AppendResult(run_id=req.run_id, next_event_id=new_next, events=tuple(events))
 
 

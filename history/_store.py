@@ -151,6 +151,14 @@ class AppendRequest(msgspec.Struct, kw_only=True):
     finish_activity_task: tuple[int, str] | None = None
     """``(task_id, worker)``: delete that task, and refuse the append if it is not leased by
     ``worker`` any more (another attempt took it over)."""
+    start_runs: Sequence[tuple[str, WorkflowStarted]] = ()
+    """Runs to create in the same transaction (children, or the continuation of this run).
+    If one's workflow id already has an open run (other than the one this append closes),
+    the whole request is refused with ``WorkflowAlreadyRunningError``."""
+    linked: Sequence[AppendRequest] = ()
+    """External appends to other runs made in the same transaction (a child telling its
+    parent it closed, a parent cancelling its children); one whose run has closed is
+    skipped."""
 
 
 class AppendResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,6 +7,7 @@ from engine import ActivityError as ActivityError
 from engine import ActivityTimeoutError as ActivityTimeoutError
 from engine import App as App
 from engine import ApplicationError as ApplicationError
+from engine import ChildWorkflowError as ChildWorkflowError
 from engine import Client as Client
 from engine import NondeterminismError as NondeterminismError
 from engine import QueryError as QueryError
@@ -16,6 +17,8 @@ from engine import WorkflowCancelledError as WorkflowCancelledError
 from engine import WorkflowDescription as WorkflowDescription
 from engine import WorkflowFailureError as WorkflowFailureError
 from engine import WorkflowHandle as WorkflowHandle
+from engine import WorkflowTerminatedError as WorkflowTerminatedError
+from engine import WorkflowTimedOutError as WorkflowTimedOutError
 from history import Durability as Durability
 from history import PayloadConverter as PayloadConverter
 from history import PerduraError as PerduraError
@@ -35,6 +38,7 @@ __all__ = [
     "ActivityTimeoutError",
     "App",
     "ApplicationError",
+    "ChildWorkflowError",
     "Client",
     "Durability",
     "NondeterminismError",
@@ -52,6 +56,8 @@ __all__ = [
     "WorkflowDescription",
     "WorkflowFailureError",
     "WorkflowHandle",
+    "WorkflowTerminatedError",
+    "WorkflowTimedOutError",
     "activity",
     "open_client",
     "open_worker",

@@ -9,13 +9,14 @@ and ``asyncio.sleep`` is a durable timer, exactly like :func:`sleep`.
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import random as _random
 import uuid as _uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import Any, Generic, NoReturn, TypeVar, overload
 
 import structlog
 
@@ -23,19 +24,26 @@ from engine import (
     WORKFLOW_ATTRIBUTE,
     ActivityDefinition,
     ActivityOptions,
+    ContinueAsNew,
     WorkflowDefinition,
     current_instance,
     in_workflow,
     signature_types,
+    workflow_definition,
 )
+from engine._instance import ChildCall
 from history import RetryPolicy
 
 from ._durations import seconds
 
 __all__ = [
+    "ChildWorkflowHandle",
+    "ParentClosePolicy",
     "WorkflowInfo",
+    "continue_as_new",
     "defn",
     "deprecate_patch",
+    "execute_child_workflow",
     "execute_activity",
     "in_workflow",
     "info",
@@ -49,6 +57,7 @@ __all__ = [
     "side_effect",
     "signal",
     "sleep",
+    "start_child_workflow",
     "uuid4",
     "wait_condition",
 ]
@@ -224,6 +233,98 @@ def deprecate_patch(patch_id: str) -> None:
     """Once no run without ``patch_id`` remains, delete the old branch and call this so runs
     that recorded the patch still replay."""
     current_instance("workflow.deprecate_patch()").deprecate_patch(patch_id)
+
+
+class ParentClosePolicy(enum.Enum):
+    """What happens to a child still running when its parent closes."""
+
+    TERMINATE = "terminate"
+    REQUEST_CANCEL = "request_cancel"
+    ABANDON = "abandon"
+
+
+class ChildWorkflowHandle(Generic[R]):
+    """A started child run. Await it (or :meth:`result`) for its result."""
+
+    def __init__(self, call: ChildCall) -> None:
+        self._call = call
+
+    @property
+    def workflow_id(self) -> str:
+        return self._call.workflow_id
+
+    @property
+    def run_id(self) -> str | None:
+        return self._call.run_id
+
+    async def result(self) -> R:
+        value: R = await self._call.result
+        return value
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self.result().__await__()
+
+
+async def start_child_workflow(
+    workflow: Callable[..., Awaitable[R]] | type | str,
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+    execution_timeout: float | timedelta | None = None,
+    run_timeout: float | timedelta | None = None,
+) -> ChildWorkflowHandle[Any]:
+    """Start a child run and return once its start is recorded.
+
+    The child is an ordinary run (its own history, visible in listings) on ``task_queue``
+    (default: the parent's), so a worker of that queue runs it. ``id`` defaults to
+    ``<parent workflow id>/child-<n>``. Raises ``ChildWorkflowError`` if the id is taken.
+    """
+    instance = current_instance("workflow.start_child_workflow()")
+    definition: WorkflowDefinition | str = (
+        workflow if isinstance(workflow, str) else workflow_definition(workflow)
+    )
+    call = instance.start_child(
+        definition,
+        args,
+        workflow_id=id,
+        task_queue=task_queue,
+        parent_close_policy=parent_close_policy.value,
+        run_timeout=seconds(run_timeout, "run_timeout"),
+        execution_timeout=seconds(execution_timeout, "execution_timeout"),
+    )
+    await call.started
+    return ChildWorkflowHandle(call)
+
+
+async def execute_child_workflow(
+    workflow: Callable[..., Awaitable[R]] | type | str,
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+    execution_timeout: float | timedelta | None = None,
+    run_timeout: float | timedelta | None = None,
+) -> Any:
+    """Start a child run and wait for its result (``ChildWorkflowError`` if it fails)."""
+    handle = await start_child_workflow(
+        workflow,
+        *args,
+        id=id,
+        task_queue=task_queue,
+        parent_close_policy=parent_close_policy,
+        execution_timeout=execution_timeout,
+        run_timeout=run_timeout,
+    )
+    return await handle.result()
+
+
+def continue_as_new(*args: Any) -> NoReturn:
+    """End this run and start a fresh run of the same workflow (same id, new history) with
+    ``args``. Bounds the history of long-lived workflows; the execution timeout carries over.
+    """
+    current_instance("workflow.continue_as_new()")
+    raise ContinueAsNew(args)
 
 
 async def execute_activity(

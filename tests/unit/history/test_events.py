@@ -17,6 +17,9 @@ from history import (
     ActivityTimedOut,
     AnyEvent,
     CancelRequested,
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
+    ChildWorkflowStarted,
     Failure,
     MarkerRecorded,
     Payload,
@@ -28,9 +31,12 @@ from history import (
     TimerStarted,
     WorkflowCancelled,
     WorkflowCompleted,
+    WorkflowContinuedAsNew,
     WorkflowFailed,
     WorkflowStarted,
     WorkflowTaskFailed,
+    WorkflowTerminated,
+    WorkflowTimedOut,
     decode_event,
     decode_events_json,
     encode_event,
@@ -103,6 +109,21 @@ FULL_EVENTS: list[AnyEvent] = [
     MarkerRecorded(event_id=15, timestamp=T0, kind="side_effect", seq=1, value=PAYLOAD),
     MarkerRecorded(event_id=16, timestamp=T0, kind="patch", name="v2"),
     WorkflowCancelled(event_id=17, timestamp=T0, reason="customer asked"),
+    WorkflowTimedOut(event_id=18, timestamp=T0, timeout_type="run", deadline=T0),
+    WorkflowTerminated(event_id=19, timestamp=T0, reason="ops"),
+    WorkflowContinuedAsNew(event_id=20, timestamp=T0, new_run_id="r2", args=(PAYLOAD,)),
+    ChildWorkflowStarted(
+        event_id=21,
+        timestamp=T0,
+        seq=1,
+        workflow_id="w/child-1",
+        run_id="r3",
+        workflow_type="child",
+        task_queue="q",
+        parent_close_policy="abandon",
+    ),
+    ChildWorkflowCompleted(event_id=22, timestamp=T0, seq=1, result=PAYLOAD),
+    ChildWorkflowFailed(event_id=23, timestamp=T0, seq=2, status="failed", failure=FAILURE),
 ]
 
 # Only the required fields: defaults must come back as defaults.
@@ -124,6 +145,14 @@ MINIMAL_EVENTS: list[AnyEvent] = [
     CancelRequested(timestamp=T0),
     MarkerRecorded(timestamp=T0, kind="patch"),
     WorkflowCancelled(timestamp=T0),
+    WorkflowTimedOut(timestamp=T0, timeout_type="execution", deadline=T0),
+    WorkflowTerminated(timestamp=T0),
+    WorkflowContinuedAsNew(timestamp=T0, new_run_id="r"),
+    ChildWorkflowStarted(
+        timestamp=T0, seq=1, workflow_id="c", run_id="r", workflow_type="t", task_queue="q"
+    ),
+    ChildWorkflowCompleted(timestamp=T0, seq=1, result=PAYLOAD),
+    ChildWorkflowFailed(timestamp=T0, seq=1, status="failed", failure=FAILURE),
 ]
 
 ALL_EVENTS = FULL_EVENTS + MINIMAL_EVENTS
