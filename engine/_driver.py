@@ -94,6 +94,8 @@ class DriverEnv:
     workflow_task_retry: float
     activity_slots: asyncio.Semaphore
     activity_defaults: ActivityOptions
+    failure_types: tuple[type[BaseException], ...] = ()
+    step_deadline: float | None = 2.0
     cache: dict[str, WorkflowInstance] = field(default_factory=dict)
     cache_size: int = 1000
     on_closed: Callable[[str], None] | None = None
@@ -218,6 +220,8 @@ class RunDriver:
             started,
             env.converter,
             activity_defaults=env.activity_defaults,
+            failure_types=env.failure_types,
+            step_deadline=env.step_deadline,
         )
         instance.replaying_until = len(events)
         instance.patches_in_history = patch_ids(events)
@@ -550,7 +554,8 @@ class RunDriver:
     def _child_start_failed(self, error: WorkflowAlreadyRunningError) -> None:
         instance = self.instance
         assert instance is not None
-        for child in instance.open_children.values():
+        # The last one: of two children started with one id in one step, the first wins.
+        for child in reversed(instance.open_children.values()):
             if not child.recorded and child.workflow_id == error.workflow_id:
                 child.start_failure = Failure(
                     type="WorkflowAlreadyRunningError", message=str(error), non_retryable=True

@@ -67,6 +67,7 @@ from ._definitions import (
 from ._errors import (
     ActivityError,
     ActivityTimeoutError,
+    ApplicationError,
     ChildWorkflowError,
     ContinueAsNew,
     NondeterminismError,
@@ -75,6 +76,7 @@ from ._errors import (
 )
 from ._failure import error_from_failure, failure_from_exception
 from ._loop import DurableTimerHandle, WorkflowEventLoop
+from ._watchdog import WorkflowBlockedError, watch_step
 
 __all__ = [
     "ActivityCall",
@@ -225,6 +227,12 @@ class WorkflowInstance:
     started: WorkflowStarted
     converter: PayloadConverter
     activity_defaults: ActivityOptions = field(default_factory=ActivityOptions)
+    failure_types: tuple[type[BaseException], ...] = ()
+    """Exceptions that fail the run when workflow code raises them, on top of the failure
+    errors (``ApplicationError``, ``ActivityError``, ``ChildWorkflowError``). Any other
+    exception is a bug: the workflow task is retried, so a fixed deploy can continue."""
+    step_deadline: float | None = 2.0
+    """Seconds a workflow step may hold the event loop before it is declared blocked."""
 
     def __post_init__(self) -> None:
         # The abstract I/O methods are deliberately absent: workflow code has no I/O.
@@ -304,13 +312,15 @@ class WorkflowInstance:
     def _step(self) -> None:
         _state.instance = self
         try:
-            with _sandbox.restricted():
+            with watch_step(self.step_deadline) as watch, _sandbox.restricted():
                 self.loop.run_until_blocked()
                 # A satisfied wait_condition resumes code that may satisfy another one.
                 while self._release_conditions():
                     self.loop.run_until_blocked()
         finally:
             _state.instance = None
+        if watch is not None and watch.error is not None:
+            self.task_failure = TaskFailure(watch.error)
 
     def _release_conditions(self) -> bool:
         released = False
@@ -382,7 +392,7 @@ class WorkflowInstance:
                 self.completion = Completion(failure=failure_from_exception(err, self.converter))
                 return
             self.completion = Completion(result=payload)
-        elif _is_bug(exc):
+        elif _is_bug(exc) or not isinstance(exc, _FAILURE_ERRORS + self.failure_types):
             self.task_failure = TaskFailure(exc)
         else:
             self.completion = Completion(failure=failure_from_exception(exc, self.converter))
@@ -807,12 +817,20 @@ def patch_ids(history: Sequence[AnyEvent]) -> set[str]:
     return {e.name for e in history if isinstance(e, MarkerRecorded) and e.kind == "patch"}
 
 
+_FAILURE_ERRORS: tuple[type[BaseException], ...] = (
+    ApplicationError,
+    ActivityError,
+    ChildWorkflowError,
+)
+"""Raised out of workflow code, these end the run FAILED: they are outcomes, not bugs."""
+
+
 def _is_bug(exc: BaseException) -> bool:
     """Errors that mean the code is wrong, not that the run failed: retried after a fix."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, SandboxViolationError | NondeterminismError):
+        if isinstance(current, SandboxViolationError | NondeterminismError | WorkflowBlockedError):
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__

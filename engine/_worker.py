@@ -56,6 +56,13 @@ class Worker:
 
     Use as ``async with Worker(...)`` (runs in the background of the block) or ``await
     worker.run()`` (runs until cancelled).
+
+    Failure policy: an exception raised out of workflow code fails the run only if it is an
+    ``ApplicationError``, ``ActivityError`` or ``ChildWorkflowError``, or one of
+    ``workflow_failure_exception_types``; anything else is treated as a bug — the run stays
+    open, a ``WorkflowTaskFailed`` event shows the error, and the task is retried every
+    ``workflow_task_retry`` seconds so a fixed deploy continues it. A workflow step that holds
+    the event loop longer than ``workflow_step_deadline`` seconds is interrupted the same way.
     """
 
     def __init__(
@@ -74,6 +81,8 @@ class Worker:
         workflow_task_retry: float = 10.0,
         cache_size: int = 1000,
         activity_defaults: ActivityOptions | None = None,
+        workflow_failure_exception_types: Iterable[type[BaseException]] = (),
+        workflow_step_deadline: float | None = 2.0,
         converter: PayloadConverter | None = None,
         clock: Clock | None = None,
         faults: Faults | None = None,
@@ -110,6 +119,8 @@ class Worker:
             workflow_task_retry=workflow_task_retry,
             activity_slots=slots,
             activity_defaults=activity_defaults or ActivityOptions(),
+            failure_types=tuple(workflow_failure_exception_types),
+            step_deadline=workflow_step_deadline,
             cache_size=cache_size,
             faults=faults,
             rng=random.Random(seed),
@@ -196,6 +207,13 @@ class Worker:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, renew, return_exceptions=True)
+            if self.crashed is None:
+                # A claim that committed while the poll loop was being cancelled holds a
+                # lease no driver will ever use: hand back whatever this identity still holds.
+                try:
+                    await asyncio.shield(self.store.release_owner(self.identity))
+                except Exception as exc:
+                    self.log.warning("could not release leases on stop", error=str(exc))
             self.log.info("worker stopped", crashed=self.crashed is not None)
             self.stopped.set()
         if self.crashed is not None:

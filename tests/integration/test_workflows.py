@@ -4,13 +4,14 @@ arguments, results and failures."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from engine import Client, Registry, replay_history
-from history import RunStatus, WorkflowCompleted, WorkflowFailed
+from history import RunStatus, WorkflowCompleted, WorkflowFailed, WorkflowTaskFailed
 from sdk import ApplicationError, WorkflowFailureError, activity, open_worker, workflow
 
 QUEUE = "workflows"
@@ -93,10 +94,15 @@ async def test_dataclass_argument_reaches_the_workflow_as_that_dataclass(client:
     assert result == "Order o-3 with 1 item(s)"
 
 
-async def test_workflow_raising_an_exception_ends_failed_with_the_exception_as_cause(
+async def test_configured_exception_type_raised_by_a_workflow_ends_it_failed_with_the_cause(
     client: Client,
 ) -> None:
-    async with open_worker(client, task_queue=QUEUE, workflows=[reject_empty]):
+    async with open_worker(
+        client,
+        task_queue=QUEUE,
+        workflows=[reject_empty],
+        workflow_failure_exception_types=[ValueError],
+    ):
         handle = await _start(client, reject_empty, Order("o-4", []), id="reject-4")
         async with asyncio.timeout(WAIT):
             with pytest.raises(WorkflowFailureError) as raised:
@@ -112,6 +118,78 @@ async def test_workflow_raising_an_exception_ends_failed_with_the_exception_as_c
     assert description.status is RunStatus.FAILED
     assert description.failure == error.failure
     assert isinstance((await handle.history())[-1], WorkflowFailed)
+
+
+async def test_unexpected_exception_in_workflow_code_keeps_the_run_open_and_retries_it(
+    client: Client, wait_for_event: Callable[..., Awaitable[Any]]
+) -> None:
+    async with open_worker(
+        client, task_queue=QUEUE, workflows=[reject_empty], workflow_task_retry=0.05
+    ):
+        handle = await _start(client, reject_empty, Order("o-7", []), id="reject-7")
+        async with asyncio.timeout(WAIT):
+            await wait_for_event(handle, WorkflowTaskFailed)
+            description = await handle.describe()
+
+    assert description.status is RunStatus.RUNNING
+    assert description.last_task_failure is not None
+    assert description.last_task_failure.type == "ValueError"
+    assert "order o-7 has no items" in description.last_task_failure.message
+
+
+async def test_a_fixed_deploy_continues_a_run_whose_code_raised_unexpectedly(
+    client: Client, wait_for_event: Callable[..., Awaitable[Any]]
+) -> None:
+    async with open_worker(
+        client, task_queue=QUEUE, workflows=[reject_empty], workflow_task_retry=0.05
+    ):
+        handle = await _start(client, reject_empty, Order("o-8", []), id="reject-8")
+        async with asyncio.timeout(WAIT):
+            await wait_for_event(handle, WorkflowTaskFailed)
+
+    @workflow.defn(name="reject_empty")
+    async def fixed(order: Order) -> str:
+        return "accepted even when empty"
+
+    async with open_worker(client, task_queue=QUEUE, workflows=[fixed], workflow_task_retry=0.05):
+        async with asyncio.timeout(WAIT):
+            assert await handle.result() == "accepted even when empty"
+
+
+@workflow.defn
+async def spins_forever() -> str:
+    while True:
+        pass
+
+
+@workflow.defn
+async def quick() -> str:
+    return "quick"
+
+
+async def test_workflow_code_that_blocks_the_loop_is_interrupted_and_others_keep_running(
+    client: Client, wait_for_event: Callable[..., Awaitable[Any]]
+) -> None:
+    async with open_worker(
+        client,
+        task_queue=QUEUE,
+        workflows=[spins_forever, quick],
+        workflow_step_deadline=0.2,
+        workflow_task_retry=60,
+    ):
+        stuck = await _start(client, spins_forever, id="spin-1")
+        async with asyncio.timeout(WAIT):
+            await wait_for_event(stuck, WorkflowTaskFailed)
+            other = await _start(client, quick, id="quick-1")
+            assert await other.result() == "quick"
+        description = await stuck.describe()
+
+    assert description.status is RunStatus.RUNNING
+    failure = description.last_task_failure
+    assert failure is not None
+    assert failure.type.endswith("WorkflowBlockedError")
+    assert "blocked the worker's event loop for more than 0.2s" in failure.message
+    assert "spins_forever" in failure.message
 
 
 async def test_application_error_raised_by_a_workflow_keeps_its_type_and_details(
