@@ -12,16 +12,18 @@ import random
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from history import (
+    ActivityCancelled,
     ActivityCompleted,
     ActivityFailed,
     ActivityHeartbeat,
     ActivityScheduled,
     ActivityTimedOut,
     AnyEvent,
+    AppendConflictError,
     AppendRequest,
     CancelRequested,
     Event,
@@ -55,7 +57,7 @@ from ._errors import (
     WorkflowTimedOutError,
 )
 from ._failure import error_from_failure
-from ._outcomes import child_outcome
+from ._outcomes import child_outcome, open_children, parent_close_notices
 from ._query import QueryError, answer_query
 
 __all__ = ["Client", "PendingActivity", "WorkflowDescription", "WorkflowHandle"]
@@ -81,6 +83,8 @@ class WorkflowDescription:
     pending_timers: list[TimerInfo]
     last_task_failure: Failure | None
     failure: Failure | None
+    cancel_reason: str | None = None
+    """The reason of the run's first cancel request, if it had one."""
 
     @property
     def status(self) -> RunStatus:
@@ -121,13 +125,14 @@ class Client:
         *args: Any,
         id: str,
         task_queue: str = "default",
-        execution_timeout: float | None = None,
-        run_timeout: float | None = None,
+        execution_timeout: float | timedelta | None = None,
+        run_timeout: float | timedelta | None = None,
     ) -> WorkflowHandle:
         """Record a new run of ``workflow``; a worker polling ``task_queue`` will run it.
 
         ``execution_timeout`` bounds the whole execution, across continue-as-new;
-        ``run_timeout`` bounds each run. Past either, the run ends TIMED_OUT.
+        ``run_timeout`` bounds each run (seconds or ``timedelta``). Past either, the run
+        ends TIMED_OUT.
 
         Raises ``WorkflowAlreadyRunningError`` when ``id`` has an open run, and
         ``PayloadEncodeError`` naming the argument that cannot be encoded; either way
@@ -135,6 +140,8 @@ class Client:
         """
         if not id:
             raise ValueError("workflow id must be a non-empty string")
+        run_timeout = _timeout_seconds(run_timeout, "run_timeout")
+        execution_timeout = _timeout_seconds(execution_timeout, "execution_timeout")
         if isinstance(workflow, str):
             name, names = workflow, [f"argument {i + 1}" for i in range(len(args))]
             result_type: Any = None
@@ -296,9 +303,10 @@ class WorkflowHandle:
     async def signal(self, name: str, *args: Any) -> None:
         """Send signal ``name`` to the run; it is recorded in history before this returns.
 
-        Raises ``RunClosedError`` if the run has already closed.
+        Raises ``RunClosedError`` if the run has already closed. On a handle whose run
+        continued as new, the signal goes to the run that continues the chain.
         """
-        info = await self.run_info()
+        info = await self._current_run()
         payloads = self.client.converter.encode_all(
             args, [f"argument {i + 1} of signal {name!r}" for i in range(len(args))]
         )
@@ -313,9 +321,10 @@ class WorkflowHandle:
         """Ask the run to stop: its code sees ``CancelledError`` at its current await, may
         clean up (even run activities), and ends CANCELLED with ``reason``.
 
-        Raises ``RunClosedError`` if the run has already closed.
+        Raises ``RunClosedError`` if the run has already closed. On a handle whose run
+        continued as new, the run that continues the chain is cancelled.
         """
-        info = await self.run_info()
+        info = await self._current_run()
         await self.client.append_external(
             info.run_id,
             CancelRequested(timestamp=to_datetime(self.client.clock.now()), reason=reason),
@@ -323,32 +332,65 @@ class WorkflowHandle:
 
     async def terminate(self, reason: str = "") -> None:
         """End the run now, without running any more of its code (TERMINATED). A parent
-        waiting on it as a child learns it at once.
+        waiting on it as a child learns it at once; its own open children get their
+        parent-close policy. On a handle whose run continued as new, the run that continues
+        the chain is terminated.
 
         Raises ``RunClosedError`` if the run has already closed.
         """
-        info = await self.run_info()
         store = self.client.store
-        now = self.client.clock.now()
-        stamp = to_datetime(now)
-        closing = WorkflowTerminated(timestamp=stamp, reason=reason)
-        started = (await store.read_history(info.run_id))[0]
-        linked = []
-        if isinstance(started, WorkflowStarted) and started.parent_run_id is not None:
-            linked.append(
-                AppendRequest(
-                    run_id=started.parent_run_id,
-                    events=[child_outcome(started.parent_seq, closing, stamp)],
-                    now=now,
-                    wake=True,
+        while True:
+            info = await self._current_run()
+            history = await store.read_history(info.run_id)
+            now = self.client.clock.now()
+            stamp = to_datetime(now)
+            closing = WorkflowTerminated(timestamp=stamp, reason=reason)
+            started = history[0]
+            linked = []
+            if isinstance(started, WorkflowStarted) and started.parent_run_id is not None:
+                linked.append(
+                    AppendRequest(
+                        run_id=started.parent_run_id,
+                        events=[child_outcome(started.parent_seq, closing, stamp)],
+                        now=now,
+                        wake=True,
+                    )
                 )
+            linked.extend(
+                parent_close_notices(info.workflow_id, open_children(history), stamp, now)
             )
-        [result] = await store.append(
-            [AppendRequest(run_id=info.run_id, events=[closing], now=now, linked=linked)]
-        )
+            # Fenced on the history just read, so no child started since escapes its policy.
+            [result] = await store.append(
+                [
+                    AppendRequest(
+                        run_id=info.run_id,
+                        events=[closing],
+                        now=now,
+                        expected_next_event_id=len(history) + 1,
+                        linked=linked,
+                    )
+                ]
+            )
+            if not isinstance(result.error, AppendConflictError):
+                break
         result.unwrap()
-        for listener in self.client._listeners:
-            listener.notify(info.run_id)
+        for run_id in [info.run_id, *(notice.run_id for notice in linked)]:
+            for listener in self.client._listeners:
+                listener.notify(run_id)
+
+    async def _current_run(self) -> RunInfo:
+        """The run that signals, cancellation and termination act on: this handle's run, or
+        the run continuing its chain if it continued as new."""
+        store = self.client.store
+        info = await self.run_info()
+        while info.status is RunStatus.CONTINUED_AS_NEW:
+            last = (await store.read_history(info.run_id, after_event_id=info.history_length - 1))[
+                -1
+            ]
+            if not isinstance(last, WorkflowContinuedAsNew):
+                break
+            info = await store.get_run(last.new_run_id)
+        return info
 
     async def query(self, name: str, *args: Any) -> Any:
         """Answer query ``name`` from the run's replayed state; writes nothing.
@@ -379,6 +421,21 @@ class WorkflowHandle:
         return describe_history(info, history, await store.pending_timers(info.run_id), converter)
 
 
+def _timeout_seconds(value: float | timedelta | None, name: str) -> float | None:
+    """A timeout as the seconds history records, or a clear error before anything is written."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        result = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        result = float(value)
+    else:
+        raise TypeError(f"{name} must be seconds or a timedelta, got {value!r}")
+    if result < 0:
+        raise ValueError(f"{name} must not be negative, got {value!r}")
+    return result
+
+
 def describe_history(
     info: RunInfo,
     history: Sequence[AnyEvent],
@@ -389,6 +446,7 @@ def describe_history(
     pending: dict[int, dict[str, Any]] = {}
     last_task_failure: Failure | None = None
     failure: Failure | None = None
+    cancel_reason: str | None = None
     for event in history:
         if isinstance(event, ActivityScheduled):
             pending[event.seq] = {
@@ -420,7 +478,9 @@ def describe_history(
             last_task_failure = event.failure
         elif isinstance(event, WorkflowFailed):
             failure = event.failure
-        elif isinstance(event, ActivityCompleted):
+        elif isinstance(event, CancelRequested) and cancel_reason is None:
+            cancel_reason = event.reason
+        elif isinstance(event, ActivityCompleted | ActivityCancelled):
             pending.pop(event.seq, None)
     if not info.status.is_open:
         pending.clear()
@@ -430,4 +490,5 @@ def describe_history(
         pending_timers=timers,
         last_task_failure=last_task_failure,
         failure=failure,
+        cancel_reason=cancel_reason,
     )

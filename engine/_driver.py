@@ -38,7 +38,6 @@ from history import (
     AppendConflictError,
     AppendRequest,
     AppendResult,
-    CancelRequested,
     ChildWorkflowFailed,
     ChildWorkflowStarted,
     Event,
@@ -61,7 +60,6 @@ from history import (
     WorkflowFailed,
     WorkflowStarted,
     WorkflowTaskFailed,
-    WorkflowTerminated,
     WorkflowTimedOut,
 )
 
@@ -71,8 +69,8 @@ from ._definitions import ActivityOptions, Registry
 from ._errors import NondeterminismError
 from ._failure import failure_from_exception
 from ._faults import FaultPoint, Faults, InjectedCrash
-from ._instance import ActivityCall, WorkflowInstance, patch_ids
-from ._outcomes import child_outcome
+from ._instance import ActivityCall, WorkflowInstance
+from ._outcomes import child_outcome, parent_close_notices
 from ._remote import remote_task
 
 __all__ = ["DriverEnv", "RunDriver"]
@@ -135,7 +133,7 @@ class _Batch:
     start_runs: list[tuple[str, WorkflowStarted]] = field(default_factory=list)
     linked: list[AppendRequest] = field(default_factory=list)
     outcomes: list[tuple[int, int, AttemptOutcome]] = field(default_factory=list)
-    heartbeats: list[tuple[int, int]] = field(default_factory=list)
+    heartbeats: list[tuple[int, tuple[int, tuple[Any, ...]]]] = field(default_factory=list)
 
 
 class _Lost(Exception):
@@ -156,6 +154,8 @@ class RunDriver:
         self.local: dict[int, asyncio.Task[None]] = {}
         self.outcomes: list[tuple[int, int, AttemptOutcome]] = []
         self.heartbeats: dict[int, tuple[int, tuple[Any, ...]]] = {}
+        self.side_effects: dict[int, MarkerRecorded] = {}
+        """Side effects already run, by seq: an append that conflicts must not run them again."""
         self.crash: InjectedCrash | None = None
         self.external = False
         self.waiting = False
@@ -224,7 +224,7 @@ class RunDriver:
             step_deadline=env.step_deadline,
         )
         instance.replaying_until = len(events)
-        instance.patches_in_history = patch_ids(events)
+        instance.look_ahead(events)
         self.instance = instance
         return await self._feed(events)
 
@@ -235,6 +235,7 @@ class RunDriver:
             self.last_event = events[-1]
             assert self.instance is not None
             self.instance.replaying_until = self.history_length
+            self.instance.look_ahead(events)
         return await self._feed(events)
 
     async def _feed(self, events: list[AnyEvent] | tuple[AnyEvent, ...]) -> bool:
@@ -339,7 +340,8 @@ class RunDriver:
                 batch.tasks.append(remote_task(instance, event, call.attempt, now))
 
         with_outcome = {seq for seq, _, _ in self.outcomes}
-        for seq, (attempt, details) in self.heartbeats.items():
+        for seq, entry in self.heartbeats.items():
+            attempt, details = entry
             call = instance.activities[seq]
             if call.done or seq in with_outcome:
                 continue
@@ -349,13 +351,13 @@ class RunDriver:
                 )
             except PerduraError as exc:
                 self.log.warning("heartbeat details dropped", seq=seq, error=str(exc))
-                batch.heartbeats.append((seq, attempt))
+                batch.heartbeats.append((seq, entry))
                 continue
             ensure_scheduled(call)
             events.append(
                 ActivityHeartbeat(timestamp=stamp, seq=seq, attempt=attempt, details=payloads)
             )
-            batch.heartbeats.append((seq, attempt))
+            batch.heartbeats.append((seq, entry))
 
         for outcome in self.outcomes:
             seq, attempt, result = outcome
@@ -375,7 +377,18 @@ class RunDriver:
                 events.append(ActivityCancelled(timestamp=stamp, seq=call.seq))
 
         for marker in list(instance.open_markers.values()):
-            events.append(self._run_side_effect(marker.seq, marker.fn, stamp))
+            ran = self.side_effects.get(marker.seq)
+            if ran is None:
+                ran = self.side_effects[marker.seq] = self._run_side_effect(marker.seq, marker.fn)
+            events.append(
+                MarkerRecorded(
+                    timestamp=stamp,
+                    kind="side_effect",
+                    seq=marker.seq,
+                    value=ran.value,
+                    failure=ran.failure,
+                )
+            )
         for patch_id in instance.unrecorded_patches:
             events.append(MarkerRecorded(timestamp=stamp, kind="patch", name=patch_id))
 
@@ -488,22 +501,18 @@ class RunDriver:
                     wake=True,
                 )
             )
-        for child in instance.open_children.values():
-            if not child.recorded or child.done or child.run_id is None:
-                continue
-            reason = f"parent {instance.workflow_id!r} closed"
-            if child.parent_close_policy == "terminate":
-                notice: Event = WorkflowTerminated(timestamp=stamp, reason=reason)
-            elif child.parent_close_policy == "request_cancel":
-                notice = CancelRequested(timestamp=stamp, reason=reason)
-            else:
-                continue
-            notices.append(AppendRequest(run_id=child.run_id, events=[notice], now=now, wake=True))
+        children = [
+            (child.run_id, child.parent_close_policy)
+            for child in instance.open_children.values()
+            if child.recorded and not child.done and child.run_id is not None
+        ]
+        notices.extend(parent_close_notices(instance.workflow_id, children, stamp, now))
         return notices
 
-    def _run_side_effect(self, seq: int, fn: Callable[[], Any], stamp: datetime) -> MarkerRecorded:
-        """Run a side effect's function once and record what it gave (value or failure)."""
+    def _run_side_effect(self, seq: int, fn: Callable[[], Any]) -> MarkerRecorded:
+        """Run a side effect's function once and keep what it gave (value or failure)."""
         converter = self.env.converter
+        stamp = to_datetime(self.env.clock.now())
         try:
             value = converter.encode(fn(), name=f"value of side effect #{seq}")
         except Exception as exc:
@@ -539,9 +548,10 @@ class RunDriver:
         # What this batch recorded is consumed; whatever arrived meanwhile stays queued.
         used = {id(o) for o in batch.outcomes}
         self.outcomes = [o for o in self.outcomes if id(o) not in used]
-        for seq, attempt in batch.heartbeats:
-            pending = self.heartbeats.get(seq)
-            if pending is not None and pending[0] == attempt:
+        for seq, entry in batch.heartbeats:
+            # Only the details this batch recorded: newer ones that came in meanwhile (the
+            # activity's latest checkpoint) must still be recorded.
+            if self.heartbeats.get(seq) is entry:
                 del self.heartbeats[seq]
         self.history_length = result.next_event_id - 1
         self.last_event = result.events[-1] if result.events else self.last_event

@@ -14,9 +14,9 @@ the instance raises :class:`NondeterminismError` with both sides.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import random
+import sys
 import threading
 import typing
 from collections.abc import Callable, Sequence
@@ -76,7 +76,7 @@ from ._errors import (
 )
 from ._failure import error_from_failure, failure_from_exception
 from ._loop import DurableTimerHandle, WorkflowEventLoop
-from ._watchdog import WorkflowBlockedError, watch_step
+from ._watchdog import WorkflowBlockedError, start_watch, stop_watch
 
 __all__ = [
     "ActivityCall",
@@ -98,6 +98,11 @@ DEFAULT_START_TO_CLOSE = 300.0
 
 def current_instance(call: str) -> WorkflowInstance:
     """The instance whose code is running on this thread, or ``NotInWorkflowError``."""
+    if isinstance(sys.exc_info()[1], GeneratorExit):
+        # The garbage collector is closing the suspended code of an instance a worker let go
+        # of, running its `finally` — maybe in the middle of another instance's step: its
+        # commands must reach no instance (the run continues from its history elsewhere).
+        raise GeneratorExit
     instance: WorkflowInstance | None = getattr(_state, "instance", None)
     if instance is None:
         raise NotInWorkflowError(call)
@@ -108,7 +113,7 @@ def in_workflow() -> bool:
     return getattr(_state, "instance", None) is not None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ActivityCall:
     """One activity the code scheduled, and where its execution stands."""
 
@@ -128,7 +133,11 @@ class ActivityCall:
     retry_at: datetime | None = None
     heartbeat_details: tuple[Payload, ...] = ()
     done: bool = False
-    cancel_requested: bool = False
+
+    @property
+    def cancel_requested(self) -> bool:
+        """The workflow stopped awaiting it (its future was cancelled) before it finished."""
+        return not self.done and self.future is not None and self.future.cancelled()
 
     def scheduled_event(self, timestamp: datetime) -> ActivityScheduled:
         return ActivityScheduled(
@@ -269,6 +278,12 @@ class WorkflowInstance:
         self.open_markers: dict[int, MarkerCall] = {}
         self.patches_in_history: set[str] = set()
         """Patch ids anywhere in the history loaded for replay (lookahead for patched())."""
+        self.code_horizon = 0
+        """Id of the newest loaded event the code's own commands produced (not a signal, a
+        cancel request or a task failure): before it the code already ran, so patched() must
+        say what it said then; from it on the code runs for the first time."""
+        self.patch_decisions: dict[str, bool] = {}
+        """patched(id) is decided once per run, at its first call (as in Temporal)."""
         self.patches: set[str] = set()
         """Patch ids the code asked about and got True for (recorded or to be recorded)."""
         self.unrecorded_patches: list[str] = []
@@ -311,13 +326,21 @@ class WorkflowInstance:
 
     def _step(self) -> None:
         _state.instance = self
+        watch = start_watch(self.step_deadline)
         try:
-            with watch_step(self.step_deadline) as watch, _sandbox.restricted():
+            token = _sandbox.enter(watch_c_calls=not self.is_replaying)
+            try:
                 self.loop.run_until_blocked()
                 # A satisfied wait_condition resumes code that may satisfy another one.
-                while self._release_conditions():
+                while self.conditions and self._release_conditions():
                     self.loop.run_until_blocked()
+            finally:
+                _sandbox.leave(token)
+        except WorkflowBlockedError:
+            if watch is None or watch.error is None:
+                raise
         finally:
+            stop_watch(watch)
             _state.instance = None
         if watch is not None and watch.error is not None:
             self.task_failure = TaskFailure(watch.error)
@@ -549,6 +572,8 @@ class WorkflowInstance:
             )
         else:
             for index, (old, new) in enumerate(zip(event.args, call.args, strict=True)):
+                if old == new:
+                    continue
                 old_shape, new_shape = _shape(old), _shape(new)
                 if old_shape != new_shape:
                     self._mismatch(
@@ -677,27 +702,25 @@ class WorkflowInstance:
                 self._resolved_options[id(activity)] = cached
             base = cached
         resolved = base if options == _NO_OPTIONS else options.merged_over(base)
-        names = [
-            f"argument {param_names[i]!r} of activity {name!r}"
-            if param_names is not None and i < len(param_names)
-            else f"argument {i + 1} of activity {name!r}"
-            for i in range(len(args))
-        ]
-        with _sandbox.unrestricted():
-            payloads = self.converter.encode_all(args, names)
+
+        def describe(i: int) -> str:
+            if param_names is not None and i < len(param_names):
+                return f"argument {param_names[i]!r} of activity {name!r}"
+            return f"argument {i + 1} of activity {name!r}"
+
+        payloads = self.converter.encode_all(args, describe)
         start_to_close = resolved.start_to_close_timeout
         if start_to_close is None and resolved.schedule_to_close_timeout is None:
             start_to_close = DEFAULT_START_TO_CLOSE
         seq = self._next_activity_seq
         self._next_activity_seq += 1
         future = self.loop.create_future()
-        future.add_done_callback(functools.partial(self._on_activity_future_done, seq))
         self.activities[seq] = self.open_activities[seq] = ActivityCall(
             seq=seq,
             activity_type=name,
             args=payloads,
             task_queue=resolved.task_queue or self.started.task_queue,
-            retry_policy=resolved.retry_policy or RetryPolicy(),
+            retry_policy=resolved.retry_policy or _DEFAULT_RETRY,
             start_to_close_timeout=start_to_close,
             schedule_to_close_timeout=resolved.schedule_to_close_timeout,
             heartbeat_timeout=resolved.heartbeat_timeout,
@@ -706,11 +729,6 @@ class WorkflowInstance:
             future=future,
         )
         return future
-
-    def _on_activity_future_done(self, seq: int, future: asyncio.Future[Any]) -> None:
-        call = self.activities.get(seq)
-        if future.cancelled() and call is not None and not call.done:
-            call.cancel_requested = True
 
     def wait_condition(self, predicate: Callable[[], bool]) -> asyncio.Future[None]:
         future: asyncio.Future[None] = self.loop.create_future()
@@ -731,15 +749,25 @@ class WorkflowInstance:
         self.markers[seq] = self.open_markers[seq] = MarkerCall(seq, fn, result_type, future)
         return future
 
+    def look_ahead(self, events: Sequence[AnyEvent]) -> None:
+        """Note, before ``events`` are fed, the patches they record and the code horizon."""
+        for event in events:
+            if isinstance(event, MarkerRecorded) and event.kind == "patch":
+                self.patches_in_history.add(event.name)
+            if not isinstance(event, SignalReceived | CancelRequested | WorkflowTaskFailed):
+                self.code_horizon = max(self.code_horizon, event.event_id)
+
     def patched(self, patch_id: str) -> bool:
-        if patch_id in self.patches:
-            return True
-        if patch_id in self.patches_in_history or not self.is_replaying:
+        decided = self.patch_decisions.get(patch_id)
+        if decided is not None:
+            return decided
+        use = patch_id in self.patches_in_history or self.last_event_id >= self.code_horizon
+        self.patch_decisions[patch_id] = use
+        if use:
             self.patches.add(patch_id)
             if patch_id not in self.patches_in_history:
                 self.unrecorded_patches.append(patch_id)
-            return True
-        return False
+        return use
 
     def deprecate_patch(self, patch_id: str) -> None:
         self.deprecated_patches.add(patch_id)
@@ -810,6 +838,7 @@ class WorkflowInstance:
 
 
 _NO_OPTIONS = ActivityOptions()
+_DEFAULT_RETRY = RetryPolicy()
 
 
 def patch_ids(history: Sequence[AnyEvent]) -> set[str]:

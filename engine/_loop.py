@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import gc
+import sys
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -65,12 +67,20 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         previous = asyncio.events._get_running_loop()
         asyncio.events._set_running_loop(self)
         self._running = True
+        # No automatic garbage collection while workflow code runs: collecting an instance a
+        # worker let go of closes its suspended coroutines, whose `finally` blocks would run
+        # in the middle of this step, with this loop and instance current.
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
         try:
             while self._ready:
                 handle = self._ready.popleft()
                 if not handle.cancelled():
                     handle._run()
         finally:
+            if collecting:
+                gc.enable()
             self._running = False
             asyncio.events._set_running_loop(previous)
 
@@ -113,6 +123,10 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
+        if isinstance(sys.exc_info()[1], GeneratorExit):
+            # Not this loop's code: a discarded instance's coroutine being closed (see
+            # ``current_instance``) must start no timer here.
+            raise GeneratorExit
         delay = when - self.time()
         if delay <= 0:  # already due: nothing to make durable
             ready = asyncio.TimerHandle(when, callback, args, self, context)

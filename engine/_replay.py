@@ -13,7 +13,7 @@ from history import AnyEvent, PayloadConverter, PerduraError, WorkflowStarted
 
 from ._definitions import Registry
 from ._errors import NondeterminismError
-from ._instance import WorkflowInstance, patch_ids
+from ._instance import WorkflowInstance
 
 __all__ = ["replay_history"]
 
@@ -40,7 +40,7 @@ def replay_history(
         converter or PayloadConverter(),
     )
     instance.replaying_until = len(history)
-    instance.patches_in_history = patch_ids(history)
+    instance.look_ahead(history)
     for event in history:
         instance.apply(event)
     if instance.task_failure is not None:

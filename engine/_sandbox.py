@@ -108,6 +108,8 @@ class _ThreadState(threading.local):
 
     #: True while this thread runs workflow code (inside restricted(), outside unrestricted()).
     active: bool = False
+    #: Whether the profiler (the costly guard for C methods like ``datetime.now``) runs.
+    watch_c_calls: bool = True
     #: The profile function that was installed when this thread became restricted.
     outer_profile: ProfileFunction | None = None
 
@@ -157,30 +159,50 @@ def is_restricted() -> bool:
 
 
 @contextlib.contextmanager
-def restricted() -> Iterator[None]:
+def restricted(*, watch_c_calls: bool = True) -> Iterator[None]:
     """Run the body as workflow code: guarded calls in this thread raise.
 
     Re-entrant. Other threads are unaffected. On exit the thread returns to whatever it
     was before (restricted or not) and its previous profile function is restored, whether
     the body returned or raised.
+
+    ``watch_c_calls=False`` leaves out the profiler that catches ``datetime.now()`` and other
+    unpatchable C methods, the one guard with a per-call cost. The runtime does that while
+    replaying recorded history: code that reaches such a call does so when it runs live too,
+    where it is caught; replay is where speed matters (recovery, cache rebuilds).
     """
-    if not _installed:
-        install()
-    state = _state
-    was_active, outer = state.active, state.outer_profile
-    if not was_active:
-        state.outer_profile = _restorable(sys.getprofile())
-    state.active = True
-    _arm()
+    token = enter(watch_c_calls=watch_c_calls)
     try:
         yield
     finally:
-        state.active = was_active
-        if was_active:
-            _arm()
-        else:
-            sys.setprofile(state.outer_profile)
-            state.outer_profile = outer
+        leave(token)
+
+
+def enter(*, watch_c_calls: bool = True) -> tuple[bool, ProfileFunction | None, bool]:
+    """:func:`restricted` without the context manager, for the runtime's hot path: returns
+    the token :func:`leave` needs. Always pair them in ``try``/``finally``."""
+    if not _installed:
+        install()
+    state = _state
+    token = (state.active, state.outer_profile, state.watch_c_calls)
+    if not state.active:
+        state.outer_profile = _restorable(sys.getprofile())
+    state.active = True
+    state.watch_c_calls = watch_c_calls
+    _arm()
+    return token
+
+
+def leave(token: tuple[bool, ProfileFunction | None, bool]) -> None:
+    state = _state
+    was_active, outer, was_watching = token
+    state.active = was_active
+    state.watch_c_calls = was_watching
+    if was_active:
+        _arm()
+    else:
+        sys.setprofile(state.outer_profile)
+        state.outer_profile = outer
 
 
 @contextlib.contextmanager
@@ -207,6 +229,10 @@ def unrestricted() -> Iterator[None]:
 
 def _arm() -> None:
     """Make sure this thread's profile function is the sandbox's (see module docstring)."""
+    if not _state.watch_c_calls:
+        if sys.getprofile() is _profile:
+            sys.setprofile(_state.outer_profile)
+        return
     if sys.getprofile() is not _profile:
         sys.setprofile(_profile)
 

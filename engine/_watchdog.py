@@ -1,11 +1,14 @@
 """Detecting workflow code that blocks the event loop.
 
 Workflow steps run on the worker's event loop thread; a busy loop or a blocking call in
-workflow code would stall every run of the worker. A single daemon thread watches the step
+workflow code would stall every run of the worker. A single daemon thread watches the steps
 in progress: past the deadline it captures the stuck thread's stack and raises
 :class:`WorkflowBlockedError` inside that thread (``PyThreadState_SetAsyncExc``), which
 surfaces at the next bytecode the workflow code executes. The run then records a workflow
 task failure with that stack and is retried later; other runs carry on.
+
+Each thread that steps workflows has one :class:`StepWatch`, registered once; a step only
+writes two attributes on it, so watching costs next to nothing per step.
 
 It cannot interrupt a call stuck inside C code until that call returns (the sandbox already
 refuses the usual ones: ``time.sleep``, sockets, files). While a debugger or tracer is
@@ -25,7 +28,9 @@ from contextlib import contextmanager
 
 from history import PerduraError
 
-__all__ = ["StepWatch", "WorkflowBlockedError", "watch_step"]
+__all__ = ["StepWatch", "WorkflowBlockedError", "start_watch", "stop_watch", "watch_step"]
+
+_sleep = time.sleep  # taken before the sandbox wraps it: this thread is runtime, not workflow
 
 
 class WorkflowBlockedError(PerduraError):
@@ -33,31 +38,34 @@ class WorkflowBlockedError(PerduraError):
 
 
 class StepWatch:
-    """One watched step; ``error`` is set if the step was interrupted."""
+    """The watch over one thread's workflow steps; ``error`` is set when a step was cut."""
 
     __slots__ = ("deadline", "error", "limit", "thread_id")
 
-    def __init__(self, thread_id: int, limit: float) -> None:
+    def __init__(self, thread_id: int) -> None:
         self.thread_id = thread_id
-        self.limit = limit
-        self.deadline = time.monotonic() + limit
+        self.limit = 0.0
+        self.deadline: float | None = None
+        """Monotonic time the current step must end by; ``None`` between steps."""
         self.error: WorkflowBlockedError | None = None
 
 
 _lock = threading.Lock()
 _watches: dict[int, StepWatch] = {}
-_thread: threading.Thread | None = None
+_local = threading.local()
 
 
 def _monitor() -> None:
     while True:
-        time.sleep(0.05)
+        _sleep(0.05)
         now = time.monotonic()
         with _lock:
-            expired = [w for w in _watches.values() if now >= w.deadline]
-            for watch in expired:
-                del _watches[watch.thread_id]
-        for watch in expired:
+            watches = list(_watches.values())
+        for watch in watches:
+            deadline = watch.deadline
+            if deadline is None or now < deadline:
+                continue
+            watch.deadline = None
             frame = sys._current_frames().get(watch.thread_id)
             stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
             watch.error = WorkflowBlockedError(
@@ -69,15 +77,35 @@ def _monitor() -> None:
             )
 
 
-def _ensure_thread() -> None:
-    global _thread
-    if _thread is None:
+_monitor_thread = threading.Thread(target=_monitor, name="perdura-workflow-watchdog", daemon=True)
+
+
+def _watch_for_this_thread() -> StepWatch:
+    watch: StepWatch | None = getattr(_local, "watch", None)
+    if watch is None:
+        watch = StepWatch(threading.get_ident())
+        _local.watch = watch
         with _lock:
-            if _thread is None:
-                _thread = threading.Thread(
-                    target=_monitor, name="perdura-workflow-watchdog", daemon=True
-                )
-                _thread.start()
+            _watches[watch.thread_id] = watch
+            if not _monitor_thread.is_alive():
+                _monitor_thread.start()
+    return watch
+
+
+def start_watch(limit: float | None) -> StepWatch | None:
+    """:func:`watch_step` for the hot path: pair with :func:`stop_watch` in ``finally``."""
+    if limit is None or sys.gettrace() is not None:
+        return None
+    watch = _watch_for_this_thread()
+    watch.error = None
+    watch.limit = limit
+    watch.deadline = time.monotonic() + limit
+    return watch
+
+
+def stop_watch(watch: StepWatch | None) -> None:
+    if watch is not None:
+        watch.deadline = None
 
 
 @contextmanager
@@ -88,16 +116,14 @@ def watch_step(limit: float | None) -> Iterator[StepWatch | None]:
     if limit is None or sys.gettrace() is not None:
         yield None
         return
-    _ensure_thread()
-    thread_id = threading.get_ident()
-    watch = StepWatch(thread_id, limit)
-    with _lock:
-        _watches[thread_id] = watch
+    watch = _watch_for_this_thread()
+    watch.error = None
+    watch.limit = limit
+    watch.deadline = time.monotonic() + limit
     try:
         yield watch
     except WorkflowBlockedError:
         if watch.error is None:
             raise
     finally:
-        with _lock:
-            _watches.pop(thread_id, None)
+        watch.deadline = None

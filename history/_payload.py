@@ -13,7 +13,7 @@ given the parameter's or return value's annotation, a dataclass comes back as th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Literal
 
 import msgspec
@@ -52,10 +52,20 @@ class PayloadConverter:
                 "msgspec Structs, datetimes, UUIDs, bytes); pickle is never used."
             ) from exc
 
-    def encode_all(self, values: Sequence[Any], names: Sequence[str]) -> tuple[Payload, ...]:
-        return tuple(
-            self.encode(value, name=name) for value, name in zip(values, names, strict=True)
-        )
+    def encode_all(
+        self, values: Sequence[Any], names: Sequence[str] | Callable[[int], str]
+    ) -> tuple[Payload, ...]:
+        """Encode several values; ``names`` (or a function of the index giving each name) is
+        only consulted to word the error when one cannot be encoded."""
+        encoding, encode = self.encoding, self._encoder.encode
+        try:
+            return tuple([Payload(encoding, encode(value)) for value in values])
+        except (TypeError, msgspec.EncodeError, OverflowError, ValueError):
+            pass
+        for index, value in enumerate(values):
+            name = names(index) if callable(names) else names[index]
+            self.encode(value, name=name)  # raises PayloadEncodeError naming this one
+        raise AssertionError("unreachable: a value failed to encode only once")
 
     def decode(self, payload: Payload, type_: Any = Any, *, name: str = "value") -> Any:
         """Decode ``payload`` as ``type_`` (``Any`` gives plain JSON-like values)."""

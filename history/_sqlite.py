@@ -39,6 +39,7 @@ from ._errors import (
     WorkflowAlreadyRunningError,
 )
 from ._events import (
+    ActivityCancelled,
     AnyEvent,
     Event,
     Payload,
@@ -779,7 +780,8 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
                 ),
             )
 
-    for _, started in req.start_runs:
+    starting: dict[str, str] = {}
+    for new_run_id, started in req.start_runs:
         open_row = conn.execute(
             "SELECT run_id FROM runs WHERE workflow_id = ? AND status = 'running'",
             (started.workflow_id,),
@@ -790,6 +792,16 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
                 run_id=req.run_id,
                 error=WorkflowAlreadyRunningError(started.workflow_id, open_row[0]),
             )
+        # Two runs of one workflow id in one request: the second is refused like the first
+        # would be once created (not with an exception that fails the whole transaction).
+        if started.workflow_id in starting:
+            return AppendResult(
+                run_id=req.run_id,
+                error=WorkflowAlreadyRunningError(
+                    started.workflow_id, starting[started.workflow_id]
+                ),
+            )
+        starting[started.workflow_id] = new_run_id
 
     events: list[AnyEvent] = []
     new_status: RunStatus | None = None
@@ -810,6 +822,13 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
         elif isinstance(numbered, TimerFired | TimerCancelled):
             conn.execute(
                 "DELETE FROM timers WHERE run_id = ? AND seq = ?", (req.run_id, numbered.seq)
+            )
+        elif isinstance(numbered, ActivityCancelled):
+            # A worker running it elsewhere loses the task: its lease renewal fails and the
+            # attempt is abandoned (its next heartbeat raises), even while the run goes on.
+            conn.execute(
+                "DELETE FROM activity_tasks WHERE run_id = ? AND seq = ?",
+                (req.run_id, numbered.seq),
             )
     conn.executemany(
         "INSERT INTO events (run_id, event_id, data) VALUES (?, ?, ?)",
@@ -868,12 +887,32 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
     for run_id, started in req.start_runs:
         _create_run(conn, run_id, started, req.now)
     for linked in req.linked:
+        if linked.follow_continuations:
+            linked = msgspec.structs.replace(linked, run_id=_chain_head(conn, linked.run_id))
         outcome = _append(conn, linked)
         if outcome.error is not None and not isinstance(
             outcome.error, RunClosedError | RunNotFoundError
         ):
             raise outcome.error
     return AppendResult(run_id=req.run_id, next_event_id=new_next, events=tuple(events))
+
+
+def _chain_head(conn: sqlite3.Connection, run_id: str) -> str:
+    """The newest run of ``run_id``'s continue-as-new chain (``run_id`` itself if it did not
+    continue as new)."""
+    while True:
+        row = conn.execute(
+            "SELECT status, next_event_id FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None or row[0] != RunStatus.CONTINUED_AS_NEW.value:
+            return run_id
+        data = conn.execute(
+            "SELECT data FROM events WHERE run_id = ? AND event_id = ?", (run_id, row[1] - 1)
+        ).fetchone()[0]
+        last = decode_event(data)
+        if not isinstance(last, WorkflowContinuedAsNew):
+            return run_id
+        run_id = last.new_run_id
 
 
 def _decode_rows(run_id: str, after: int, rows: list[Any]) -> list[AnyEvent]:

@@ -159,6 +159,9 @@ class AppendRequest(msgspec.Struct, kw_only=True):
     """External appends to other runs made in the same transaction (a child telling its
     parent it closed, a parent cancelling its children); one whose run has closed is
     skipped."""
+    follow_continuations: bool = False
+    """If the run continued as new, append to the run that continues its chain instead (a
+    parent-close policy reaches a child that continued as new). Used for linked appends."""
 
 
 class AppendResult(msgspec.Struct, frozen=True, kw_only=True):

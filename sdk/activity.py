@@ -10,6 +10,7 @@ unit-test.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -47,6 +48,12 @@ class Activity(ActivityDefinition[P, R]):
                 f"activity {self.name!r}: pass arguments positionally (they are recorded in "
                 "history in order)"
             )
+        if isinstance(sys.exc_info()[1], GeneratorExit):
+            # The code of a workflow instance a worker let go of (stopped, evicted) is being
+            # closed by the garbage collector, maybe in the middle of another run's step, and
+            # runs its `finally`: schedule nothing there, and never run the activity for real.
+            # The run itself is untouched and continues from its history elsewhere.
+            raise GeneratorExit
         if in_workflow():
             instance = current_instance(f"calling activity {self.name!r}")
             # Scheduled now, in call order; returned as a coroutine (like execute_activity)

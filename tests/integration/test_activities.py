@@ -270,6 +270,44 @@ async def test_heartbeat_records_the_scheduling_while_the_activity_still_runs(
     assert kinds == [ActivityScheduled, ActivityHeartbeat]
 
 
+async def test_latest_heartbeat_is_recorded_even_if_it_arrives_during_an_append(
+    client: Client,
+) -> None:
+    """Heartbeats coalesce (only the newest details are kept), but the newest one must still
+    be recorded when it comes in while the previous one is being written: it is the
+    checkpoint a retried attempt resumes from."""
+    proceed = threading.Event()
+
+    @activity.defn
+    def scan(rows: int) -> int:
+        for row in range(1, rows + 1):
+            activity.heartbeat(row)  # far faster than a durable write
+        proceed.wait(WAIT)  # then quiet: nothing else will push the last checkpoint out
+        return rows
+
+    @workflow.defn
+    async def audit(rows: int) -> int:
+        return await scan(rows)
+
+    async with open_worker(client, task_queue=QUEUE, workflows=[audit], activities=[scan]):
+        handle = await client.start_workflow(audit, 500, id="audit-1", task_queue=QUEUE)
+
+        async def last_checkpoint() -> Any:
+            beats = [e for e in await handle.history() if isinstance(e, ActivityHeartbeat)]
+            return client.converter.decode(beats[-1].details[0]) if beats else None
+
+        try:
+            async with asyncio.timeout(WAIT):
+                while True:
+                    if await last_checkpoint() == 500:
+                        break
+                    await asyncio.sleep(0.01)
+        finally:
+            proceed.set()
+        async with asyncio.timeout(WAIT):
+            assert await handle.result() == 500
+
+
 # -- how activities run -----------------------------------------------------------------------
 
 

@@ -647,7 +647,20 @@ async def test_a_leased_run_is_not_claimed_again_before_its_lease_expires(
     await new_run(store, "run-1")
     await claim_one(store, "worker-a", now=NOW)
 
-    assert await claim(store, "worker-b", now=NOW + LEASE) == []
+    assert await claim(store, "worker-b", now=NOW + LEASE - 0.001) == []
+
+
+async def test_a_lease_is_claimable_from_the_instant_next_wake_at_reports(
+    store: SqliteStore,
+) -> None:
+    # Found by the crash/resume harness: at exactly the expiry next_wake_at named, the claim
+    # was refused, so a poller on a clock standing there polled again at once, forever.
+    await new_run(store, "run-1")
+    await claim_one(store, "worker-a", now=NOW)
+    expiry = await store.next_wake_at(QUEUE, owner="worker-b")
+
+    assert expiry == NOW + LEASE
+    assert (await claim_one(store, "worker-b", now=expiry)).fence == 2
 
 
 async def test_a_run_whose_lease_expired_is_claimable_by_another_owner(store: SqliteStore) -> None:
