@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
+import structlog
 
 from history import (
     ActivityCancelled,
@@ -55,6 +56,7 @@ from history import (
     WorkflowTaskFailed,
     WorkflowTerminated,
     WorkflowTimedOut,
+    encode_event,
 )
 
 from . import _sandbox
@@ -91,6 +93,13 @@ __all__ = [
 ]
 
 _state = threading.local()
+
+HISTORY_WARN_EVENTS = 10_000
+HISTORY_WARN_BYTES = 10 * 1024 * 1024
+"""Past either, a run's history is long: a warning is logged (once per run) and
+``workflow.info().continue_as_new_suggested`` turns true."""
+
+log = structlog.get_logger("perdura.workflow")
 
 DEFAULT_START_TO_CLOSE = 300.0
 """Applied when neither call, definition nor worker sets any activity timeout (seconds)."""
@@ -250,6 +259,9 @@ class WorkflowInstance:
         self.now: datetime = self.started.timestamp
         self.now_epoch: float = self.now.timestamp()
         self.last_event_id = 0
+        self.history_size = 0
+        """Bytes of the history fed so far, as stored (``workflow.info().history_size``)."""
+        self.history_warned = False
         self.replaying_until = 0
         """Event id of the newest event known to be in history when the instance was loaded;
         while ``last_event_id`` is below it the instance is replaying (logs stay silent)."""
@@ -299,6 +311,12 @@ class WorkflowInstance:
         return self.started.workflow_id
 
     @property
+    def continue_as_new_suggested(self) -> bool:
+        """The history passed :data:`HISTORY_WARN_EVENTS` events or
+        :data:`HISTORY_WARN_BYTES` bytes."""
+        return self.last_event_id >= HISTORY_WARN_EVENTS or self.history_size >= HISTORY_WARN_BYTES
+
+    @property
     def is_replaying(self) -> bool:
         return self.last_event_id < self.replaying_until
 
@@ -315,6 +333,17 @@ class WorkflowInstance:
                 f"run {self.run_id}: event {event.event_id} fed after {self.last_event_id}"
             )
         self.last_event_id = event.event_id
+        self.history_size += len(encode_event(event))
+        if not self.history_warned and self.continue_as_new_suggested:
+            self.history_warned = True
+            if not self.is_replaying:
+                log.warning(
+                    "workflow history is long; continue as new to keep it short",
+                    workflow_id=self.workflow_id,
+                    run_id=self.run_id,
+                    events=self.last_event_id,
+                    bytes=self.history_size,
+                )
         if event.timestamp > self.now:
             self.now = event.timestamp
             self.now_epoch = event.timestamp.timestamp()

@@ -391,9 +391,18 @@ class WorkflowInfo:
     workflow_type: str
     task_queue: str
     start_time: datetime
+    history_length: int = 0
+    """Events in this run's history so far (identical on every replay)."""
+    history_size: int = 0
+    """Bytes of those events as stored."""
+    continue_as_new_suggested: bool = False
+    """The history is long (10,000 events or 10 MiB): a good moment for
+    :func:`continue_as_new`. A warning is logged when it first turns true."""
 
 
 def info() -> WorkflowInfo:
+    """The current run: ids, type, queue, and how long its history is (loops that run for
+    ever check ``history_length`` or ``continue_as_new_suggested`` to continue as new)."""
     instance = current_instance("workflow.info()")
     return WorkflowInfo(
         workflow_id=instance.workflow_id,
@@ -401,6 +410,9 @@ def info() -> WorkflowInfo:
         workflow_type=instance.workflow_type,
         task_queue=instance.started.task_queue,
         start_time=instance.started.timestamp,
+        history_length=instance.last_event_id,
+        history_size=instance.history_size,
+        continue_as_new_suggested=instance.continue_as_new_suggested,
     )
 
 
