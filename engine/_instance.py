@@ -359,17 +359,20 @@ class WorkflowInstance:
         try:
             token = _sandbox.enter(watch_c_calls=not self.is_replaying)
             try:
-                self.loop.run_until_blocked()
-                # A satisfied wait_condition resumes code that may satisfy another one.
-                while self.conditions and self._release_conditions():
+                try:
                     self.loop.run_until_blocked()
+                    # A satisfied wait_condition resumes code that may satisfy another one.
+                    while self.conditions and self._release_conditions():
+                        self.loop.run_until_blocked()
+                finally:
+                    # Inside the handler below: an interruption lands here at the latest.
+                    stop_watch(watch)
             finally:
                 _sandbox.leave(token)
         except WorkflowBlockedError:
             if watch is None or watch.error is None:
                 raise
         finally:
-            stop_watch(watch)
             _state.instance = None
         if watch is not None and watch.error is not None:
             self.task_failure = TaskFailure(watch.error)

@@ -40,7 +40,7 @@ class WorkflowBlockedError(PerduraError):
 class StepWatch:
     """The watch over one thread's workflow steps; ``error`` is set when a step was cut."""
 
-    __slots__ = ("deadline", "error", "limit", "thread_id")
+    __slots__ = ("deadline", "error", "firing", "limit", "thread_id")
 
     def __init__(self, thread_id: int) -> None:
         self.thread_id = thread_id
@@ -48,6 +48,8 @@ class StepWatch:
         self.deadline: float | None = None
         """Monotonic time the current step must end by; ``None`` between steps."""
         self.error: WorkflowBlockedError | None = None
+        self.firing = False
+        """True while the monitor decides, under ``_lock``, whether to interrupt the step."""
 
 
 _lock = threading.Lock()
@@ -63,8 +65,26 @@ def _monitor() -> None:
             watches = list(_watches.values())
         for watch in watches:
             deadline = watch.deadline
+            if deadline is not None and now >= deadline:
+                _interrupt(watch, now)
+
+
+def _interrupt(watch: StepWatch, now: float) -> None:
+    """Raise :class:`WorkflowBlockedError` in the watched thread, unless its step ended.
+
+    The decision and the raise happen under ``_lock``, with ``firing`` set before the
+    deadline is read again: a step that ends meanwhile sees ``firing`` in
+    :func:`stop_watch` and waits for the lock, so an interruption is either not raised or
+    raised while the step can still receive it — one not delivered yet is made to surface
+    inside :func:`stop_watch`. Without this, an interruption decided as the step ended
+    landed in whatever the thread ran next (the worker's event loop) and killed the worker.
+    """
+    watch.firing = True
+    try:
+        with _lock:
+            deadline = watch.deadline
             if deadline is None or now < deadline:
-                continue
+                return
             watch.deadline = None
             frame = sys._current_frames().get(watch.thread_id)
             stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
@@ -75,6 +95,14 @@ def _monitor() -> None:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(watch.thread_id), ctypes.py_object(WorkflowBlockedError)
             )
+    finally:
+        watch.firing = False
+
+
+def _surface() -> None:
+    """Nothing: entering a Python function raises an asynchronous exception pending in
+    the thread. (Withdrawing it with ``PyThreadState_SetAsyncExc(id, NULL)`` instead leaves
+    CPython 3.11's eval breaker set, and the thread spins at its next function call.)"""
 
 
 _monitor_thread = threading.Thread(target=_monitor, name="perdura-workflow-watchdog", daemon=True)
@@ -104,8 +132,19 @@ def start_watch(limit: float | None) -> StepWatch | None:
 
 
 def stop_watch(watch: StepWatch | None) -> None:
-    if watch is not None:
-        watch.deadline = None
+    """End the watched step. Call it where a :class:`WorkflowBlockedError` is still
+    handled: an interruption raised just before may surface up to this call, never after."""
+    if watch is None:
+        return
+    watch.deadline = None
+    if watch.firing or watch.error is not None:
+        with _lock:
+            pass  # once the lock is ours, the monitor is done with this step
+        if watch.error is not None:
+            try:
+                _surface()
+            except WorkflowBlockedError:
+                pass  # the interruption, delivered late: the step is marked by watch.error
 
 
 @contextmanager
@@ -121,9 +160,10 @@ def watch_step(limit: float | None) -> Iterator[StepWatch | None]:
     watch.limit = limit
     watch.deadline = time.monotonic() + limit
     try:
-        yield watch
+        try:
+            yield watch
+        finally:
+            stop_watch(watch)
     except WorkflowBlockedError:
         if watch.error is None:
             raise
-    finally:
-        watch.deadline = None

@@ -340,9 +340,13 @@ class CrashCase:
 @dataclass
 class CrashResumeReport:
     result: Any
+    """The result of the uninterrupted run (``None`` if it failed)."""
     points: Counter[FaultPoint]
     """How often the uninterrupted run passed each fault point."""
     cases: list[CrashCase] = field(default_factory=list)
+    failure: tuple[str, str] | None = None
+    """``(type, message)`` of the uninterrupted run's failure, if the workflow fails: every
+    recovered run must fail the same way."""
 
     @property
     def crashes(self) -> int:
@@ -350,9 +354,14 @@ class CrashResumeReport:
 
     def __str__(self) -> str:
         passed = ", ".join(f"{p.value} x{n}" for p, n in self.points.items() if n)
+        outcome = (
+            f"result {self.result!r}"
+            if self.failure is None
+            else f"failure {self.failure[0]}: {self.failure[1]}"
+        )
         return (
             f"{self.crashes} crashes recovered ({len(self.cases)} cases) at the fault points "
-            f"of one run ({passed}); result {self.result!r}"
+            f"of one run ({passed}); {outcome}"
         )
 
 
@@ -690,7 +699,7 @@ async def crash_resume(
             raise CrashResumeError(
                 f"the uninterrupted run gave {reference.describe()}, not {wanted.describe()}"
             )
-        report = CrashResumeReport(result=reference.value, points=hits)
+        report = CrashResumeReport(result=reference.value, points=hits, failure=reference.failure)
         case_number = 0
         for point in FaultPoint:
             if point not in chosen:

@@ -11,7 +11,9 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 # Hypothesis profiles: ``ci`` is bounded and deterministic so the suite stays inside its time
-# budget; ``thorough`` explores far more and runs on demand (``make test-thorough``).
+# budget; ``thorough`` explores far more and runs on demand (``make test-thorough``). How much
+# each crash/resume property test explores under a profile (at least 500 crash points in ``ci``,
+# 10,000 in ``thorough``) is set in ``tests/property/stats.py`` (``BUDGETS``).
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
@@ -26,6 +28,7 @@ settings.register_profile(
     max_examples=5000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,  # random seeds: a failure prints the blob that replays it
 )
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
