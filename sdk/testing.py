@@ -584,6 +584,9 @@ async def _crash_case(
                 )
             return CrashCase(crash.point, crash.hit, False, Counter())
 
+        # What the dead worker had queued reaches the file before anything else: a write
+        # made after it commits after it.
+        await scenario.store.renew_leases("(drain)", until=0.0)
         history = await scenario.store.read_history(handle.run_id or "")
         recorded_attempts = {
             (e.seq, e.attempt)

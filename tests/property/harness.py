@@ -14,9 +14,10 @@ Invariants (see :meth:`Harness.check` and :meth:`Harness.check_final`):
 1. every run ends with the result the oracle (:func:`programs.expected_outcome`) computes;
 2. an attempt whose outcome was recorded before an epoch began never executes in that epoch
    or later; within one epoch an attempt executes at most once (twice in the epoch a pause
-   opens, when a stale worker and its successor may both run it: at-least-once under lease
-   expiry), so an attempt in flight at a crash runs again at most once per crash; and every
-   recorded outcome was produced by an execution the ledger saw;
+   or a graceful stop opens, when a stale worker and its successor may both run it:
+   at-least-once under lease expiry), so an attempt in flight at a crash runs again at most
+   once per crash; every recorded outcome was produced by an execution the ledger saw, and
+   no attempt has two recorded outcomes;
 3. every history read is gap-free and extends every history read before it (append-only);
 4. every stored history replays against the same code without ``NondeterminismError``, and a
    closed one replays to the outcome it recorded;
@@ -485,12 +486,24 @@ class Harness:
 
     async def pause(self) -> Disruption:
         """Every live worker stalls past its lease (a GC pause, a suspended VM): the clock
-        jumps beyond the lease, so another worker may take a run over from a live one."""
+        jumps beyond the lease, so another worker may take a run over from a live one.
+
+        The stalled owner learns it lost the run at its next lease renewal (at most a third
+        of the lease later) or when an append of its is refused; until then it acts on what
+        it knew, and an attempt it starts may run on the new owner too (at-least-once). So
+        the epoch of the pause, in which an attempt may run twice, lasts until every worker
+        has renewed once after the jump; from then on, once again.
+        """
         disruption = self.open_epoch("pause past the lease", "all", None, None, allowance=2)
         self.manual.advance(LEASE + 1.0)
-        await self.settle()
-        await self.reap()
-        # Once the stale owners have noticed, every attempt runs at most once again.
+        renewed_by = self.manual.now() + LEASE / 3
+        while True:
+            await self.settle()
+            await self.reap()
+            now = self.manual.now()
+            if now > renewed_by:
+                break
+            self.manual.set(min(now + SAFE_STEP, renewed_by + 0.001))
         self.open_epoch("end of pause", "all", None, None)
         STATS.pauses += 1
         return disruption
@@ -633,6 +646,14 @@ class Harness:
         histories = self.histories()
         for run_id, history in histories.items():
             self._check_append_only(self.runs[run_id], history)
+            duplicate = _duplicate_outcome(history)
+            if duplicate is not None:
+                record = self.runs[run_id]
+                raise Violation(
+                    f"{record.header()}\none attempt has two recorded outcomes:\n"
+                    f"  first:  {format_event(duplicate[0])}\n"
+                    f"  second: {format_event(duplicate[1])}\n{self.crash_log(record.label)}"
+                )
         self._check_ledger(histories)
         if replay:
             for run_id, history in histories.items():
@@ -785,9 +806,21 @@ def _expected_text(outcome: Outcome) -> str:
 
 
 def _outcomes(history: list[AnyEvent]) -> dict[tuple[int, int], AnyEvent]:
-    """``(seq, attempt)`` of every attempt whose outcome the history records."""
-    return {
-        (e.seq, e.attempt): e
-        for e in history
-        if isinstance(e, ActivityCompleted | ActivityFailed | ActivityTimedOut)
-    }
+    """``(seq, attempt)`` of every attempt whose outcome the history records (the first
+    event, if — wrongly — there are several)."""
+    found: dict[tuple[int, int], AnyEvent] = {}
+    for e in history:
+        if isinstance(e, ActivityCompleted | ActivityFailed | ActivityTimedOut):
+            found.setdefault((e.seq, e.attempt), e)
+    return found
+
+
+def _duplicate_outcome(history: list[AnyEvent]) -> tuple[AnyEvent, AnyEvent] | None:
+    """Two outcome events for one attempt (the first and the second), if any."""
+    seen: dict[tuple[int, int], AnyEvent] = {}
+    for e in history:
+        if isinstance(e, ActivityCompleted | ActivityFailed | ActivityTimedOut):
+            first = seen.setdefault((e.seq, e.attempt), e)
+            if first is not e:
+                return first, e
+    return None

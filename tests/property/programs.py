@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -380,5 +379,12 @@ def programs(
         )
 
     tree = st.recursive(leaf, extend, max_leaves=max_leaves)
-    wrap: Callable[[Step], Step] = lambda s: s if isinstance(s, Seq) else Seq((s,))  # noqa: E731
-    return tree.map(wrap).map(_relabel)
+
+    # A composite (not ``.map``) so that a counterexample shows the program's own repr,
+    # ``seq[a1(fail 2), t1(30s)]``, rather than the calls that built it.
+    @st.composite
+    def program(draw: st.DrawFn) -> Step:
+        drawn = draw(tree)
+        return _relabel(drawn if isinstance(drawn, Seq) else Seq((drawn,)))
+
+    return program()

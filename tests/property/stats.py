@@ -43,10 +43,10 @@ class Budget:
 BUDGETS = {
     "ci": Budget(
         programs=60,
-        program_target=400,
+        program_target=440,
         scenarios=100,
         steps=20,
-        scenario_floor=100,
+        scenario_floor=57,
         kills=6,
         kill_floor=3,
     ),
