@@ -171,8 +171,7 @@ class Client:
             ),
         )
         await self.store.create_run(run_id, started, now=now)
-        for listener in self._listeners:
-            listener.notify()
+        self.notify_listeners()
         return WorkflowHandle(self, id, run_id, result_type=result_type)
 
     async def execute_workflow(
@@ -217,6 +216,10 @@ class Client:
             [AppendRequest(run_id=run_id, events=[event], now=self.clock.now(), wake=True)]
         )
         result.unwrap()
+        self.notify_listeners(run_id)
+
+    def notify_listeners(self, run_id: str | None = None) -> None:
+        """Tell in-process workers that a run was started (``None``) or changed."""
         for listener in self._listeners:
             listener.notify(run_id)
 
@@ -375,8 +378,7 @@ class WorkflowHandle:
                 break
         result.unwrap()
         for run_id in [info.run_id, *(notice.run_id for notice in linked)]:
-            for listener in self.client._listeners:
-                listener.notify(run_id)
+            self.client.notify_listeners(run_id)
 
     async def _current_run(self) -> RunInfo:
         """The run that signals, cancellation and termination act on: this handle's run, or

@@ -89,7 +89,6 @@ __all__ = [
     "WorkflowInstance",
     "current_instance",
     "in_workflow",
-    "patch_ids",
 ]
 
 _state = threading.local()
@@ -871,11 +870,6 @@ class WorkflowInstance:
 
 _NO_OPTIONS = ActivityOptions()
 _DEFAULT_RETRY = RetryPolicy()
-
-
-def patch_ids(history: Sequence[AnyEvent]) -> set[str]:
-    """The patch ids recorded anywhere in a history: what ``workflow.patched`` looks ahead to."""
-    return {e.name for e in history if isinstance(e, MarkerRecorded) and e.kind == "patch"}
 
 
 _FAILURE_ERRORS: tuple[type[BaseException], ...] = (

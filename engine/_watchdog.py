@@ -23,12 +23,10 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from history import PerduraError
 
-__all__ = ["StepWatch", "WorkflowBlockedError", "start_watch", "stop_watch", "watch_step"]
+__all__ = ["StepWatch", "WorkflowBlockedError", "start_watch", "stop_watch"]
 
 _sleep = time.sleep  # taken before the sandbox wraps it: this thread is runtime, not workflow
 
@@ -121,7 +119,10 @@ def _watch_for_this_thread() -> StepWatch:
 
 
 def start_watch(limit: float | None) -> StepWatch | None:
-    """:func:`watch_step` for the hot path: pair with :func:`stop_watch` in ``finally``."""
+    """Watch the workflow step about to run on this thread. Past ``limit`` seconds the thread
+    is interrupted; the watch's ``error`` then holds a :class:`WorkflowBlockedError` with the
+    stuck stack (the interruption itself may have been caught by a task). Pair with
+    :func:`stop_watch` in ``finally``."""
     if limit is None or sys.gettrace() is not None:
         return None
     watch = _watch_for_this_thread()
@@ -145,25 +146,3 @@ def stop_watch(watch: StepWatch | None) -> None:
                 _surface()
             except WorkflowBlockedError:
                 pass  # the interruption, delivered late: the step is marked by watch.error
-
-
-@contextmanager
-def watch_step(limit: float | None) -> Iterator[StepWatch | None]:
-    """Watch the workflow step run inside the block. Past ``limit`` seconds the thread is
-    interrupted; the yielded watch's ``error`` then holds a :class:`WorkflowBlockedError`
-    with the stuck stack (the interruption itself may have been caught by a task)."""
-    if limit is None or sys.gettrace() is not None:
-        yield None
-        return
-    watch = _watch_for_this_thread()
-    watch.error = None
-    watch.limit = limit
-    watch.deadline = time.monotonic() + limit
-    try:
-        try:
-            yield watch
-        finally:
-            stop_watch(watch)
-    except WorkflowBlockedError:
-        if watch.error is None:
-            raise
