@@ -56,7 +56,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,9 @@ from benchmarks._harness import (
     ChildResult,
     Metrics,
     Params,
+    git_revision,
     median,
+    package_version,
     run_child,
 )
 from benchmarks._report import (
@@ -895,27 +896,6 @@ def probe_peers(enabled: bool) -> dict[str, str | None]:
     return status
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _git_revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return out.stdout.strip() or "?"
-
-
 def _load() -> str:
     if not hasattr(os, "getloadavg"):
         return "?"
@@ -925,14 +905,14 @@ def _load() -> str:
 def environment() -> dict[str, str]:
     return {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        "revision": _git_revision(),
+        "revision": git_revision(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
-        "aiosqlite": _version("aiosqlite"),
-        "msgspec": _version("msgspec"),
-        "dbos": _version("dbos"),
-        "langgraph": _version("langgraph"),
-        "langgraph-checkpoint-sqlite": _version("langgraph-checkpoint-sqlite"),
+        "aiosqlite": package_version("aiosqlite"),
+        "msgspec": package_version("msgspec"),
+        "dbos": package_version("dbos"),
+        "langgraph": package_version("langgraph"),
+        "langgraph-checkpoint-sqlite": package_version("langgraph-checkpoint-sqlite"),
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
         "load": _load(),
     }

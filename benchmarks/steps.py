@@ -45,14 +45,12 @@ import os
 import platform
 import random
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 # Run as a script, ``sys.path[0]`` is ``benchmarks/``: put the repository first so the
@@ -62,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiosqlite
 import structlog
 
+from benchmarks._harness import git_revision, package_version
 from history import SqliteStore
 from sdk import Client, Durability, activity, open_worker, workflow
 
@@ -272,35 +271,14 @@ def _median_sample(samples: Sequence[Sample]) -> Sample:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "?"
-
-
-def _git_revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return out.stdout.strip() or "?"
-
-
 def report(config: Config, samples: dict[str, list[Sample]], quick: bool) -> tuple[str, bool]:
     median = {name: _median_sample(runs) for name, runs in samples.items()}
     raw_us = median[RAW].us_per_step
     lines = [
         "perdura steps benchmark" + (" (--quick)" if quick else ""),
-        f"  date {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC, revision {_git_revision()}",
+        f"  date {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC, revision {git_revision()}",
         f"  python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, "
-        f"aiosqlite {_version('aiosqlite')}, msgspec {_version('msgspec')}, "
+        f"aiosqlite {package_version('aiosqlite')}, msgspec {package_version('msgspec')}, "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
         f"  durability FULL (WAL, synchronous=FULL); seed {config.seed}; "
         f"median of {config.repeat} interleaved repetitions",
