@@ -44,6 +44,7 @@ from history import (
     Failure,
     LeaseLostError,
     MarkerRecorded,
+    NewRun,
     Payload,
     PayloadConverter,
     PerduraError,
@@ -130,7 +131,7 @@ class _Batch:
 
     events: list[Event] = field(default_factory=list)
     tasks: list[ActivityTaskSpec] = field(default_factory=list)
-    start_runs: list[tuple[str, WorkflowStarted]] = field(default_factory=list)
+    start_runs: list[NewRun] = field(default_factory=list)
     linked: list[AppendRequest] = field(default_factory=list)
     outcomes: list[tuple[int, int, AttemptOutcome]] = field(default_factory=list)
     heartbeats: list[tuple[int, tuple[int, tuple[Any, ...]]]] = field(default_factory=list)
@@ -418,9 +419,9 @@ class RunDriver:
                 )
             )
             batch.start_runs.append(
-                (
-                    child_run_id,
-                    WorkflowStarted(
+                NewRun(
+                    run_id=child_run_id,
+                    started=WorkflowStarted(
                         timestamp=stamp,
                         workflow_type=child.workflow_type,
                         workflow_id=child.workflow_id,
@@ -471,15 +472,16 @@ class RunDriver:
         started = instance.started
         new_run_id = self.env.new_run_id()
         batch.start_runs.append(
-            (
-                new_run_id,
-                msgspec.structs.replace(
+            NewRun(
+                run_id=new_run_id,
+                started=msgspec.structs.replace(
                     started,
                     event_id=0,
                     timestamp=stamp,
                     args=args,
                     seed=self.env.rng.getrandbits(63),
                     continued_from=self.run_id,
+                    origin=None,
                 ),
             )
         )
@@ -555,7 +557,7 @@ class RunDriver:
                 del self.heartbeats[seq]
         self.history_length = result.next_event_id - 1
         self.last_event = result.events[-1] if result.events else self.last_event
-        for run_id, _ in batch.start_runs:
+        for run_id in (new.run_id for new in batch.start_runs):
             env.notify(run_id)
         for notice in batch.linked:
             env.notify(notice.run_id)

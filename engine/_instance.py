@@ -52,6 +52,7 @@ from history import (
     WorkflowCompleted,
     WorkflowContinuedAsNew,
     WorkflowFailed,
+    WorkflowReset,
     WorkflowStarted,
     WorkflowTaskFailed,
     WorkflowTerminated,
@@ -468,9 +469,11 @@ class WorkflowInstance:
             self._mismatch(event, f"the workflow {kind}", f"the workflow {produced.kind}")
         self.completion_recorded = True
 
-    def _on_closed_from_outside(self, event: WorkflowTimedOut | WorkflowTerminated) -> None:
-        """Timeouts and terminations are decided by time or by an operator, not by the code:
-        nothing to match, the run simply ends here."""
+    def _on_closed_from_outside(
+        self, event: WorkflowTimedOut | WorkflowTerminated | WorkflowReset
+    ) -> None:
+        """Timeouts, terminations and resets are decided by time or by an operator, not by
+        the code: nothing to match, the run simply ends here."""
         self.completion_recorded = True
 
     def _on_child_started(self, event: ChildWorkflowStarted) -> None:
@@ -925,6 +928,7 @@ _HANDLERS: dict[type, Any] = {
     WorkflowContinuedAsNew: WorkflowInstance._on_completed,
     WorkflowTimedOut: WorkflowInstance._on_closed_from_outside,
     WorkflowTerminated: WorkflowInstance._on_closed_from_outside,
+    WorkflowReset: WorkflowInstance._on_closed_from_outside,
     ChildWorkflowStarted: WorkflowInstance._on_child_started,
     ChildWorkflowCompleted: WorkflowInstance._on_child_completed,
     ChildWorkflowFailed: WorkflowInstance._on_child_failed,

@@ -11,6 +11,7 @@ from ._errors import PayloadDecodeError as PayloadDecodeError
 from ._errors import PayloadEncodeError as PayloadEncodeError
 from ._errors import PayloadError as PayloadError
 from ._errors import PerduraError as PerduraError
+from ._errors import RunAlreadyExistsError as RunAlreadyExistsError
 from ._errors import RunClosedError as RunClosedError
 from ._errors import RunNotFoundError as RunNotFoundError
 from ._errors import SchemaVersionError as SchemaVersionError
@@ -31,6 +32,7 @@ from ._events import Event as Event
 from ._events import Failure as Failure
 from ._events import MarkerRecorded as MarkerRecorded
 from ._events import Payload as Payload
+from ._events import RunOrigin as RunOrigin
 from ._events import SignalReceived as SignalReceived
 from ._events import TimeoutType as TimeoutType
 from ._events import TimerCancelled as TimerCancelled
@@ -40,6 +42,7 @@ from ._events import WorkflowCancelled as WorkflowCancelled
 from ._events import WorkflowCompleted as WorkflowCompleted
 from ._events import WorkflowContinuedAsNew as WorkflowContinuedAsNew
 from ._events import WorkflowFailed as WorkflowFailed
+from ._events import WorkflowReset as WorkflowReset
 from ._events import WorkflowStarted as WorkflowStarted
 from ._events import WorkflowTaskFailed as WorkflowTaskFailed
 from ._events import WorkflowTerminated as WorkflowTerminated
@@ -61,6 +64,7 @@ from ._store import ActivityTaskSpec as ActivityTaskSpec
 from ._store import AppendRequest as AppendRequest
 from ._store import AppendResult as AppendResult
 from ._store import Durability as Durability
+from ._store import NewRun as NewRun
 from ._store import RunClaim as RunClaim
 from ._store import RunInfo as RunInfo
 from ._store import RunQuery as RunQuery
@@ -106,8 +110,11 @@ __all__ = [
     "PayloadError",
     "PerduraError",
     "RetryPolicy",
+    "NewRun",
+    "RunAlreadyExistsError",
     "RunClaim",
     "RunClosedError",
+    "RunOrigin",
     "RunInfo",
     "RunNotFoundError",
     "RunQuery",
@@ -129,6 +136,7 @@ __all__ = [
     "WorkflowFailed",
     "WorkflowStarted",
     "WorkflowTaskFailed",
+    "WorkflowReset",
     "WorkflowTerminated",
     "WorkflowTimedOut",
     "decode_event",

@@ -103,6 +103,14 @@ class RunNotFoundError(StoreError):
         super().__init__(f"no such run: {what}")
 
 
+class RunAlreadyExistsError(StoreError):
+    """A run id is unique in a store (an import or a migration met one already there)."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} already exists in this store")
+
+
 class WorkflowAlreadyRunningError(StoreError):
     """A workflow id may have at most one open run."""
 

@@ -51,6 +51,8 @@ __all__ = [
     "WorkflowStarted",
     "WorkflowTaskFailed",
     "WorkflowTerminated",
+    "WorkflowReset",
+    "RunOrigin",
     "WorkflowTimedOut",
     "decode_event",
     "decode_events_json",
@@ -94,6 +96,17 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_de
     timestamp: datetime
 
 
+class RunOrigin(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a copied history came from: ``kind`` is ``reset``, ``fork``, ``recover`` or
+    ``import``; ``event_id`` is the last event of ``run_id`` the copy was cut after (before
+    trimming unfinished steps)."""
+
+    kind: str
+    run_id: str
+    event_id: int = 0
+    reason: str = ""
+
+
 class WorkflowStarted(Event, frozen=True, kw_only=True, tag=True):
     workflow_type: str
     workflow_id: str
@@ -110,6 +123,9 @@ class WorkflowStarted(Event, frozen=True, kw_only=True, tag=True):
     parent_seq: int = 0
     continued_from: str | None = None
     """The run this one continues (continue-as-new)."""
+    origin: RunOrigin | None = None
+    """Set when this run was made from a copy of another run's history (reset, fork,
+    recover, import): where the copy came from and why."""
 
 
 class WorkflowCompleted(Event, frozen=True, kw_only=True, tag=True):
@@ -131,6 +147,15 @@ class WorkflowTimedOut(Event, frozen=True, kw_only=True, tag=True):
 class WorkflowTerminated(Event, frozen=True, kw_only=True, tag=True):
     """Stopped from outside without running any more of its code."""
 
+    reason: str = ""
+
+
+class WorkflowReset(Event, frozen=True, kw_only=True, tag=True):
+    """Closed by an operator's reset: ``new_run_id`` carries on from a copy of this run's
+    history up to ``to_event_id``."""
+
+    new_run_id: str
+    to_event_id: int
     reason: str = ""
 
 
@@ -290,6 +315,7 @@ AnyEvent: TypeAlias = (
     | MarkerRecorded
     | WorkflowTimedOut
     | WorkflowTerminated
+    | WorkflowReset
     | WorkflowContinuedAsNew
     | ChildWorkflowStarted
     | ChildWorkflowCompleted

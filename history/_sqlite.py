@@ -32,6 +32,7 @@ from ._errors import (
     AppendConflictError,
     CorruptStoreError,
     LeaseLostError,
+    RunAlreadyExistsError,
     RunClosedError,
     RunNotFoundError,
     SchemaVersionError,
@@ -50,6 +51,7 @@ from ._events import (
     WorkflowCompleted,
     WorkflowContinuedAsNew,
     WorkflowFailed,
+    WorkflowReset,
     WorkflowStarted,
     WorkflowTerminated,
     WorkflowTimedOut,
@@ -58,9 +60,11 @@ from ._events import (
 )
 from ._store import (
     ActivityTask,
+    ActivityTaskSpec,
     AppendRequest,
     AppendResult,
     Durability,
+    NewRun,
     RunClaim,
     RunInfo,
     RunQuery,
@@ -138,7 +142,12 @@ _CLOSING_STATUS: Final[dict[type[Event], RunStatus]] = {
     WorkflowTimedOut: RunStatus.TIMED_OUT,
     WorkflowTerminated: RunStatus.TERMINATED,
     WorkflowContinuedAsNew: RunStatus.CONTINUED_AS_NEW,
+    WorkflowReset: RunStatus.RESET,
 }
+
+#: The status of a run being created from a copied history that closes it, for the duration
+#: of the transaction that creates it.
+_COPYING: Final = "copying"
 
 _RUN_COLUMNS: Final = (
     "run_id, workflow_id, workflow_type, task_queue, status, started_at, closed_at, "
@@ -325,8 +334,25 @@ class SqliteStore:
         finally:
             self._flushing = False
 
-    async def create_run(self, run_id: str, started: WorkflowStarted, *, now: float) -> RunInfo:
-        return await self._write(lambda conn: _create_run(conn, run_id, started, now))
+    async def create_run(
+        self,
+        run_id: str,
+        started: WorkflowStarted,
+        *,
+        now: float,
+        history: Sequence[Event] = (),
+        activity_tasks: Sequence[ActivityTaskSpec] = (),
+    ) -> RunInfo:
+        new = NewRun(
+            run_id=run_id,
+            started=started,
+            history=tuple(history),
+            activity_tasks=tuple(activity_tasks),
+        )
+        info = await self._write(lambda conn: _create_run(conn, new, now))
+        if not info.status.is_open:
+            self._notify_run(run_id)
+        return info
 
     async def append(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         if len(requests) == 1:
@@ -419,6 +445,49 @@ class SqliteStore:
             return cursor.rowcount
 
         return await self._write(op)
+
+    async def reschedule_run(self, run_id: str, *, now: float) -> RunInfo:
+        def op(conn: sqlite3.Connection) -> RunInfo:
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise RunNotFoundError(f"run id {run_id!r}")
+            if row[4] != RunStatus.RUNNING.value:
+                raise RunClosedError(run_id, row[4])
+            row = conn.execute(
+                f"UPDATE runs SET owner = NULL, lease_expires_at = NULL, wake_at = ? "
+                f"WHERE run_id = ? RETURNING {_RUN_COLUMNS}",
+                (now, run_id),
+            ).fetchone()
+            conn.execute(
+                "UPDATE activity_tasks SET owner = NULL, lease_expires_at = NULL, "
+                "visible_at = MIN(visible_at, ?) WHERE run_id = ? AND owner IS NOT NULL",
+                (now, run_id),
+            )
+            return _run_info(row)
+
+        return await self._write(op)
+
+    async def list_activity_tasks(self, run_id: str) -> list[ActivityTaskSpec]:
+        def fn(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT seq, task_queue, attempt, visible_at, payload FROM activity_tasks "
+                "WHERE run_id = ? ORDER BY seq, attempt",
+                (run_id,),
+            ).fetchall()
+
+        rows = await self._read(fn, f"activity tasks of run {run_id!r}")
+        return [
+            ActivityTaskSpec(
+                seq=r[0],
+                task_queue=r[1],
+                attempt=r[2],
+                visible_at=r[3],
+                payload=_payload_decoder.decode(r[4]),
+            )
+            for r in rows
+        ]
 
     async def claim_activity_tasks(
         self, task_queue: str, *, owner: str, now: float, lease_seconds: float, limit: int
@@ -710,26 +779,52 @@ def _run_batch(
     return outcomes
 
 
-def _create_run(
-    conn: sqlite3.Connection, run_id: str, started: WorkflowStarted, now: float
-) -> RunInfo:
-    row = conn.execute(
-        "SELECT run_id FROM runs WHERE workflow_id = ? AND status = 'running'",
-        (started.workflow_id,),
-    ).fetchone()
-    if row is not None:
-        raise WorkflowAlreadyRunningError(started.workflow_id, row[0])
+def _create_run(conn: sqlite3.Connection, new: NewRun, now: float) -> RunInfo:
+    run_id, started = new.run_id, new.started
+    closes = any(type(e) in _CLOSING_STATUS for e in new.history)
+    if not closes:
+        row = conn.execute(
+            "SELECT run_id FROM runs WHERE workflow_id = ? AND status = 'running'",
+            (started.workflow_id,),
+        ).fetchone()
+        if row is not None:
+            raise WorkflowAlreadyRunningError(started.workflow_id, row[0])
+    if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None:
+        raise RunAlreadyExistsError(run_id)
     first = msgspec.structs.replace(started, event_id=1)
     started_at = _epoch(first.timestamp)
+    # A copied history that closes the run never counts as the workflow id's open run, not
+    # even for the moment before its closing event is projected.
+    status = _COPYING if closes else RunStatus.RUNNING.value
     conn.execute(
         "INSERT INTO runs (run_id, workflow_id, workflow_type, task_queue, status, started_at, "
-        "next_event_id, wake_at) VALUES (?, ?, ?, ?, 'running', ?, 2, ?)",
-        (run_id, first.workflow_id, first.workflow_type, first.task_queue, started_at, now),
+        "next_event_id, wake_at) VALUES (?, ?, ?, ?, ?, ?, 2, ?)",
+        (run_id, first.workflow_id, first.workflow_type, first.task_queue, status, started_at, now),
     )
     conn.execute(
         "INSERT INTO events (run_id, event_id, data) VALUES (?, 1, ?)",
         (run_id, encode_event(first)),
     )
+    if new.history or new.activity_tasks:
+        # The copied events are projected (status, close time, timers) exactly as if they
+        # had been appended one by one.
+        copied = _append(
+            conn,
+            AppendRequest(
+                run_id=run_id,
+                events=new.history,
+                now=now,
+                activity_tasks=new.activity_tasks,
+            ),
+        ).unwrap()
+        if closes:
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return _run_info(row)
+        history_length = copied.next_event_id - 1
+    else:
+        history_length = 1
     return RunInfo(
         run_id=run_id,
         workflow_id=first.workflow_id,
@@ -737,7 +832,7 @@ def _create_run(
         task_queue=first.task_queue,
         status=RunStatus.RUNNING,
         started_at=first.timestamp,
-        history_length=1,
+        history_length=history_length,
         wake_at=now,
     )
 
@@ -765,7 +860,7 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
             run_id=req.run_id,
             error=AppendConflictError(req.run_id, req.expected_next_event_id, next_id),
         )
-    if status != RunStatus.RUNNING.value:
+    if status != RunStatus.RUNNING.value and status != _COPYING:
         return AppendResult(run_id=req.run_id, error=RunClosedError(req.run_id, status))
     if req.finish_activity_task is not None:
         task_id, worker = req.finish_activity_task
@@ -781,7 +876,8 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
             )
 
     starting: dict[str, str] = {}
-    for new_run_id, started in req.start_runs:
+    for new_run in req.start_runs:
+        started = new_run.started
         open_row = conn.execute(
             "SELECT run_id FROM runs WHERE workflow_id = ? AND status = 'running'",
             (started.workflow_id,),
@@ -801,7 +897,7 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
                     started.workflow_id, starting[started.workflow_id]
                 ),
             )
-        starting[started.workflow_id] = new_run_id
+        starting[started.workflow_id] = new_run.run_id
 
     events: list[AnyEvent] = []
     new_status: RunStatus | None = None
@@ -884,8 +980,8 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
     else:
         conn.execute("UPDATE runs SET next_event_id = ? WHERE run_id = ?", (new_next, req.run_id))
     # After this run's own close, so a continuation may reuse its workflow id.
-    for run_id, started in req.start_runs:
-        _create_run(conn, run_id, started, req.now)
+    for new_run in req.start_runs:
+        _create_run(conn, new_run, req.now)
     for linked in req.linked:
         if linked.follow_continuations:
             linked = msgspec.structs.replace(linked, run_id=_chain_head(conn, linked.run_id))

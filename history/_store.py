@@ -33,6 +33,7 @@ __all__ = [
     "AppendRequest",
     "AppendResult",
     "Durability",
+    "NewRun",
     "RunClaim",
     "RunInfo",
     "RunQuery",
@@ -50,6 +51,7 @@ class RunStatus(enum.Enum):
     TERMINATED = "terminated"
     TIMED_OUT = "timed_out"
     CONTINUED_AS_NEW = "continued_as_new"
+    RESET = "reset"
 
     @property
     def is_open(self) -> bool:
@@ -129,6 +131,18 @@ class ActivityTask(msgspec.Struct, frozen=True, kw_only=True):
     lease_expires_at: float
 
 
+class NewRun(msgspec.Struct, frozen=True, kw_only=True):
+    """A run to create: its ``WorkflowStarted`` and, for a run made from a copy of another
+    history (reset, fork, recover, import, migration), the events after it — renumbered
+    from 2, with status and pending timers projected from them exactly as an append would —
+    and the activity tasks it had waiting on other queues."""
+
+    run_id: str
+    started: WorkflowStarted
+    history: tuple[Event, ...] = ()
+    activity_tasks: tuple[ActivityTaskSpec, ...] = ()
+
+
 class AppendRequest(msgspec.Struct, kw_only=True):
     """One run's share of an append.
 
@@ -151,7 +165,7 @@ class AppendRequest(msgspec.Struct, kw_only=True):
     finish_activity_task: tuple[int, str] | None = None
     """``(task_id, worker)``: delete that task, and refuse the append if it is not leased by
     ``worker`` any more (another attempt took it over)."""
-    start_runs: Sequence[tuple[str, WorkflowStarted]] = ()
+    start_runs: Sequence[NewRun] = ()
     """Runs to create in the same transaction (children, or the continuation of this run).
     If one's workflow id already has an open run (other than the one this append closes),
     the whole request is refused with ``WorkflowAlreadyRunningError``."""
@@ -186,10 +200,20 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def create_run(self, run_id: str, started: WorkflowStarted, *, now: float) -> RunInfo:
-        """Insert a run with its first event, ready to be claimed at ``now``.
+    async def create_run(
+        self,
+        run_id: str,
+        started: WorkflowStarted,
+        *,
+        now: float,
+        history: Sequence[Event] = (),
+        activity_tasks: Sequence[ActivityTaskSpec] = (),
+    ) -> RunInfo:
+        """Insert a run with its first event (and a copied ``history`` after it, see
+        :class:`NewRun`), ready to be claimed at ``now`` if it is open.
 
-        Raises ``WorkflowAlreadyRunningError`` when the workflow id has an open run.
+        Raises ``WorkflowAlreadyRunningError`` when the workflow id has an open run and the
+        new one would be open too; ``RunAlreadyExistsError`` when ``run_id`` is taken.
         """
         ...
 
@@ -251,6 +275,16 @@ class Store(Protocol):
         ``activity_tasks=False`` without activities, ``owner`` to leave out its own leases
         (it never claims them) — so that work it cannot take does not wake it over and over.
         """
+        ...
+
+    async def reschedule_run(self, run_id: str, *, now: float) -> RunInfo:
+        """Take an open run away from whoever holds it, at once: drop its lease (the next
+        claim's new fence shuts the old owner out), make it claimable at ``now``, and make its
+        leased activity tasks visible again. ``RunClosedError`` if the run has closed."""
+        ...
+
+    async def list_activity_tasks(self, run_id: str) -> list[ActivityTaskSpec]:
+        """The run's activity tasks waiting on other queues (for describe and migration)."""
         ...
 
     async def claim_activity_tasks(

@@ -24,6 +24,7 @@ from history import (
     MarkerRecorded,
     Payload,
     RetryPolicy,
+    RunOrigin,
     SignalReceived,
     TimeoutType,
     TimerCancelled,
@@ -33,6 +34,7 @@ from history import (
     WorkflowCompleted,
     WorkflowContinuedAsNew,
     WorkflowFailed,
+    WorkflowReset,
     WorkflowStarted,
     WorkflowTaskFailed,
     WorkflowTerminated,
@@ -64,6 +66,7 @@ FULL_EVENTS: list[AnyEvent] = [
         task_queue="orders",
         args=(PAYLOAD, Payload("msgpack", b"\x93\x01\x02\x03")),
         seed=123456789,
+        origin=RunOrigin(kind="reset", run_id="r0", event_id=12, reason="bad deploy"),
     ),
     WorkflowCompleted(event_id=2, timestamp=T0, result=PAYLOAD),
     WorkflowFailed(event_id=3, timestamp=T0, failure=FAILURE),
@@ -111,6 +114,7 @@ FULL_EVENTS: list[AnyEvent] = [
     WorkflowCancelled(event_id=17, timestamp=T0, reason="customer asked"),
     WorkflowTimedOut(event_id=18, timestamp=T0, timeout_type="run", deadline=T0),
     WorkflowTerminated(event_id=19, timestamp=T0, reason="ops"),
+    WorkflowReset(event_id=19, timestamp=T0, new_run_id="r3", to_event_id=7, reason="bad deploy"),
     WorkflowContinuedAsNew(event_id=20, timestamp=T0, new_run_id="r2", args=(PAYLOAD,)),
     ChildWorkflowStarted(
         event_id=21,
@@ -147,6 +151,7 @@ MINIMAL_EVENTS: list[AnyEvent] = [
     WorkflowCancelled(timestamp=T0),
     WorkflowTimedOut(timestamp=T0, timeout_type="execution", deadline=T0),
     WorkflowTerminated(timestamp=T0),
+    WorkflowReset(timestamp=T0, new_run_id="r3", to_event_id=2),
     WorkflowContinuedAsNew(timestamp=T0, new_run_id="r"),
     ChildWorkflowStarted(
         timestamp=T0, seq=1, workflow_id="c", run_id="r", workflow_type="t", task_queue="q"
