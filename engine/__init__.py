@@ -41,6 +41,7 @@ from ._instance import current_instance as current_instance
 from ._instance import in_workflow as in_workflow
 from ._query import QueryError as QueryError
 from ._replay import replay_history as replay_history
+from ._timetravel import TimeTravelError as TimeTravelError
 from ._worker import Worker as Worker
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "NotInWorkflowError",
     "PendingActivity",
     "QueryError",
+    "TimeTravelError",
     "Registry",
     "SandboxViolationError",
     "SystemClock",

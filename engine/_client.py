@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from history import (
+    CLOSING_EVENTS,
     ActivityCancelled,
     ActivityCompleted,
     ActivityFailed,
@@ -28,10 +31,12 @@ from history import (
     CancelRequested,
     Event,
     Failure,
+    NewRun,
     PayloadConverter,
     PerduraError,
     RunClosedError,
     RunInfo,
+    RunOrigin,
     RunQuery,
     RunStatus,
     SignalReceived,
@@ -42,10 +47,13 @@ from history import (
     WorkflowCompleted,
     WorkflowContinuedAsNew,
     WorkflowFailed,
+    WorkflowReset,
     WorkflowStarted,
     WorkflowTaskFailed,
     WorkflowTerminated,
     WorkflowTimedOut,
+    dump_history,
+    load_history,
 )
 
 from ._clock import Clock, SystemClock, to_datetime
@@ -59,6 +67,10 @@ from ._errors import (
 from ._failure import error_from_failure
 from ._outcomes import child_outcome, open_children, parent_close_notices
 from ._query import QueryError, answer_query
+from ._timetravel import CopiedHistory, TimeTravelError, copy_prefix, recovery_cut
+
+#: Statuses of a run that another run carries on; its last event names the successor.
+_SUCCEEDED = (RunStatus.CONTINUED_AS_NEW, RunStatus.RESET)
 
 __all__ = ["Client", "PendingActivity", "WorkflowDescription", "WorkflowHandle"]
 
@@ -157,7 +169,7 @@ class Client:
             result_type = definition.return_type
         payloads = self.converter.encode_all(args, names[: len(args)])
         now = self.clock.now()
-        run_id = str(uuid.UUID(int=self._random.getrandbits(128), version=4))
+        run_id = self.new_run_id()
         started = WorkflowStarted(
             timestamp=to_datetime(now),
             workflow_type=name,
@@ -226,6 +238,42 @@ class Client:
     def get_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle:
         return WorkflowHandle(self, workflow_id, run_id)
 
+    def new_run_id(self) -> str:
+        return str(uuid.UUID(int=self._random.getrandbits(128), version=4))
+
+    async def import_history(
+        self, data: bytes, *, workflow_id: str | None = None
+    ) -> WorkflowHandle:
+        """Store a history exported with :meth:`WorkflowHandle.export` (from this store or
+        another) and return a handle on it.
+
+        A closed run is stored exactly as exported, under its own run id, so that replaying
+        it here is replaying the original. An open run gets a new run id and continues on
+        whichever worker polls its task queue: its unfinished steps are left out of the copy
+        and run again (see ``reset``). ``workflow_id`` stores it under another workflow id.
+        Raises ``HistoryFileError`` for a file that is not an export, and
+        ``RunAlreadyExistsError`` if the run is already in this store.
+        """
+        exported = load_history(data)
+        events = exported.events
+        started = events[0]
+        assert isinstance(started, WorkflowStarted)
+        now = self.clock.now()
+        if type(events[-1]) in CLOSING_EVENTS:
+            if workflow_id is not None:
+                started = msgspec.structs.replace(started, workflow_id=workflow_id)
+            info = await self.store.create_run(
+                exported.run_id, started, now=now, history=events[1:]
+            )
+        else:
+            origin = RunOrigin(kind="import", run_id=exported.run_id, event_id=len(events))
+            copy = copy_prefix(events, len(events), origin, workflow_id=workflow_id)
+            info = await self.store.create_run(
+                self.new_run_id(), copy.started, now=now, history=copy.events
+            )
+            self.notify_listeners()
+        return WorkflowHandle(self, info.workflow_id, info.run_id)
+
     async def list_runs(self, query: RunQuery | None = None) -> list[RunInfo]:
         return await self.store.list_runs(query or RunQuery())
 
@@ -269,13 +317,13 @@ class WorkflowHandle:
         info = await self.run_info()
         while True:
             if not info.status.is_open:
-                if info.status is not RunStatus.CONTINUED_AS_NEW:
+                if info.status not in _SUCCEEDED:
                     break
                 # Follow the chain: the result is the last run's.
                 last = (
                     await store.read_history(info.run_id, after_event_id=info.history_length - 1)
                 )[-1]
-                assert isinstance(last, WorkflowContinuedAsNew)
+                assert isinstance(last, WorkflowContinuedAsNew | WorkflowReset)
                 info = await store.get_run(last.new_run_id)
                 continue
             await store.wait_for_run(info.run_id, poll)
@@ -382,14 +430,14 @@ class WorkflowHandle:
 
     async def _current_run(self) -> RunInfo:
         """The run that signals, cancellation and termination act on: this handle's run, or
-        the run continuing its chain if it continued as new."""
+        the run continuing its chain if it continued as new or was reset."""
         store = self.client.store
         info = await self.run_info()
-        while info.status is RunStatus.CONTINUED_AS_NEW:
+        while info.status in _SUCCEEDED:
             last = (await store.read_history(info.run_id, after_event_id=info.history_length - 1))[
                 -1
             ]
-            if not isinstance(last, WorkflowContinuedAsNew):
+            if not isinstance(last, WorkflowContinuedAsNew | WorkflowReset):
                 break
             info = await store.get_run(last.new_run_id)
         return info
@@ -414,6 +462,116 @@ class WorkflowHandle:
             run_id=info.run_id,
             converter=self.client.converter,
         )
+
+    async def export(self) -> bytes:
+        """The run's history as an export file's bytes (JSON), for ``import_history`` or
+        ``perdura replay`` elsewhere."""
+        info = await self.run_info()
+        return dump_history(info.run_id, await self.client.store.read_history(info.run_id))
+
+    async def recover(self, reason: str = "") -> WorkflowHandle:
+        """Make a stuck or failed run move again; returns a handle on the run that moves.
+
+        A RUNNING run is taken from the worker holding it (gone, or stuck) and handed to the
+        next worker that polls, at once instead of at lease expiry; the old holder's fencing
+        token no longer works. A FAILED run is resumed by a new run of the same workflow id
+        whose history copies the failed one up to just before its failing step (see
+        ``recovery_cut``): every earlier step's result is kept, the failing step runs again
+        with a fresh retry budget, and the new ``WorkflowStarted`` records where it came from.
+        """
+        store = self.client.store
+        info = await self.run_info()
+        now = self.client.clock.now()
+        if info.status.is_open:
+            await store.reschedule_run(info.run_id, now=now)
+            self.client.notify_listeners(info.run_id)
+            return WorkflowHandle(
+                self.client, info.workflow_id, info.run_id, result_type=self.result_type
+            )
+        if info.status is not RunStatus.FAILED:
+            raise TimeTravelError(
+                f"run {info.run_id} of workflow {info.workflow_id!r} is {info.status.value}: "
+                "only running or failed runs can be recovered (reset goes back to any event)"
+            )
+        history = await store.read_history(info.run_id)
+        cut = recovery_cut(history)
+        origin = RunOrigin(kind="recover", run_id=info.run_id, event_id=cut, reason=reason)
+        return await self._start_copy(copy_prefix(history, cut, origin), now)
+
+    async def reset(self, to_event_id: int, reason: str = "") -> WorkflowHandle:
+        """Start the workflow again from event ``to_event_id`` of this run: a new run of the
+        same workflow id copies the history up to that event (unfinished steps left out, so
+        they run again) and carries on with the current code.
+
+        An open run is closed in the same transaction with ``WorkflowReset`` naming its
+        successor (its open children get their parent-close policy, and a parent waiting on
+        it waits on the successor). A closed run stays as it is.
+        """
+        store = self.client.store
+        while True:
+            info = await self.run_info()
+            history = await store.read_history(info.run_id)
+            now = self.client.clock.now()
+            origin = RunOrigin(
+                kind="reset", run_id=info.run_id, event_id=to_event_id, reason=reason
+            )
+            copy = copy_prefix(history, to_event_id, origin, keep_parent=info.status.is_open)
+            if not info.status.is_open:
+                return await self._start_copy(copy, now)
+            stamp = to_datetime(now)
+            new_run_id = self.client.new_run_id()
+            linked = parent_close_notices(info.workflow_id, open_children(history), stamp, now)
+            [result] = await store.append(
+                [
+                    AppendRequest(
+                        run_id=info.run_id,
+                        events=[
+                            WorkflowReset(
+                                timestamp=stamp,
+                                new_run_id=new_run_id,
+                                to_event_id=to_event_id,
+                                reason=reason,
+                            )
+                        ],
+                        now=now,
+                        expected_next_event_id=len(history) + 1,
+                        start_runs=[
+                            NewRun(run_id=new_run_id, started=copy.started, history=copy.events)
+                        ],
+                        linked=linked,
+                    )
+                ]
+            )
+            if not isinstance(result.error, AppendConflictError):
+                break
+        result.unwrap()
+        for run_id in [info.run_id, new_run_id, *(notice.run_id for notice in linked)]:
+            self.client.notify_listeners(run_id)
+        self.client.notify_listeners()
+        return WorkflowHandle(
+            self.client, info.workflow_id, new_run_id, result_type=self.result_type
+        )
+
+    async def fork(
+        self, at_event_id: int, new_workflow_id: str, reason: str = ""
+    ) -> WorkflowHandle:
+        """Start a new workflow ``new_workflow_id`` from a copy of this run's history up to
+        event ``at_event_id``; this run is not touched, whatever its status."""
+        if not new_workflow_id:
+            raise ValueError("the forked workflow needs a non-empty workflow id")
+        info = await self.run_info()
+        history = await self.client.store.read_history(info.run_id)
+        origin = RunOrigin(kind="fork", run_id=info.run_id, event_id=at_event_id, reason=reason)
+        copy = copy_prefix(history, at_event_id, origin, workflow_id=new_workflow_id)
+        return await self._start_copy(copy, self.client.clock.now())
+
+    async def _start_copy(self, copy: CopiedHistory, now: float) -> WorkflowHandle:
+        run_id = self.client.new_run_id()
+        info = await self.client.store.create_run(
+            run_id, copy.started, now=now, history=copy.events
+        )
+        self.client.notify_listeners()
+        return WorkflowHandle(self.client, info.workflow_id, run_id, result_type=self.result_type)
 
     async def describe(self) -> WorkflowDescription:
         info = await self.run_info()

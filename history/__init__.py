@@ -59,6 +59,7 @@ from ._payload import Encoding as Encoding
 from ._payload import PayloadConverter as PayloadConverter
 from ._policy import RetryPolicy as RetryPolicy
 from ._sqlite import SqliteStore as SqliteStore
+from ._store import CLOSING_EVENTS as CLOSING_EVENTS
 from ._store import ActivityTask as ActivityTask
 from ._store import ActivityTaskSpec as ActivityTaskSpec
 from ._store import AppendRequest as AppendRequest
@@ -76,6 +77,7 @@ from ._url import STORE_URL_ENV as STORE_URL_ENV
 from ._url import open_store as open_store
 
 __all__ = [
+    "CLOSING_EVENTS",
     "DEFAULT_STORE_URL",
     "STORE_URL_ENV",
     "ActivityCancelled",

@@ -47,18 +47,14 @@ from ._events import (
     TimerCancelled,
     TimerFired,
     TimerStarted,
-    WorkflowCancelled,
-    WorkflowCompleted,
     WorkflowContinuedAsNew,
-    WorkflowFailed,
     WorkflowReset,
     WorkflowStarted,
-    WorkflowTerminated,
-    WorkflowTimedOut,
     decode_event,
     encode_event,
 )
 from ._store import (
+    CLOSING_EVENTS,
     ActivityTask,
     ActivityTaskSpec,
     AppendRequest,
@@ -135,15 +131,10 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
-_CLOSING_STATUS: Final[dict[type[Event], RunStatus]] = {
-    WorkflowCompleted: RunStatus.COMPLETED,
-    WorkflowFailed: RunStatus.FAILED,
-    WorkflowCancelled: RunStatus.CANCELLED,
-    WorkflowTimedOut: RunStatus.TIMED_OUT,
-    WorkflowTerminated: RunStatus.TERMINATED,
-    WorkflowContinuedAsNew: RunStatus.CONTINUED_AS_NEW,
-    WorkflowReset: RunStatus.RESET,
-}
+_CLOSING_STATUS: Final = CLOSING_EVENTS
+
+#: Statuses of a run that another run carries on (its last event names the successor).
+_SUCCEEDED: Final = (RunStatus.CONTINUED_AS_NEW.value, RunStatus.RESET.value)
 
 #: The status of a run being created from a copied history that closes it, for the duration
 #: of the transaction that creates it.
@@ -994,19 +985,19 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
 
 
 def _chain_head(conn: sqlite3.Connection, run_id: str) -> str:
-    """The newest run of ``run_id``'s continue-as-new chain (``run_id`` itself if it did not
-    continue as new)."""
+    """The newest run of ``run_id``'s chain of successors (continue-as-new, reset);
+    ``run_id`` itself if it has none."""
     while True:
         row = conn.execute(
             "SELECT status, next_event_id FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()
-        if row is None or row[0] != RunStatus.CONTINUED_AS_NEW.value:
+        if row is None or row[0] not in _SUCCEEDED:
             return run_id
         data = conn.execute(
             "SELECT data FROM events WHERE run_id = ? AND event_id = ?", (run_id, row[1] - 1)
         ).fetchone()[0]
         last = decode_event(data)
-        if not isinstance(last, WorkflowContinuedAsNew):
+        if not isinstance(last, WorkflowContinuedAsNew | WorkflowReset):
             return run_id
         run_id = last.new_run_id
 

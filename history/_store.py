@@ -25,9 +25,22 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 from ._errors import StoreError
-from ._events import AnyEvent, Event, Payload, WorkflowStarted
+from ._events import (
+    AnyEvent,
+    Event,
+    Payload,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowContinuedAsNew,
+    WorkflowFailed,
+    WorkflowReset,
+    WorkflowStarted,
+    WorkflowTerminated,
+    WorkflowTimedOut,
+)
 
 __all__ = [
+    "CLOSING_EVENTS",
     "ActivityTask",
     "ActivityTaskSpec",
     "AppendRequest",
@@ -56,6 +69,18 @@ class RunStatus(enum.Enum):
     @property
     def is_open(self) -> bool:
         return self is RunStatus.RUNNING
+
+
+CLOSING_EVENTS: dict[type[Event], RunStatus] = {
+    WorkflowCompleted: RunStatus.COMPLETED,
+    WorkflowFailed: RunStatus.FAILED,
+    WorkflowCancelled: RunStatus.CANCELLED,
+    WorkflowTimedOut: RunStatus.TIMED_OUT,
+    WorkflowTerminated: RunStatus.TERMINATED,
+    WorkflowContinuedAsNew: RunStatus.CONTINUED_AS_NEW,
+    WorkflowReset: RunStatus.RESET,
+}
+"""The events that close a run, and the status each leaves it in."""
 
 
 class Durability(enum.Enum):

@@ -12,6 +12,7 @@ from engine import Client as Client
 from engine import NondeterminismError as NondeterminismError
 from engine import QueryError as QueryError
 from engine import SandboxViolationError as SandboxViolationError
+from engine import TimeTravelError as TimeTravelError
 from engine import Worker as Worker
 from engine import WorkflowCancelledError as WorkflowCancelledError
 from engine import WorkflowDescription as WorkflowDescription
@@ -45,6 +46,7 @@ __all__ = [
     "PayloadConverter",
     "PerduraError",
     "QueryError",
+    "TimeTravelError",
     "RetryPolicy",
     "RunClosedError",
     "RunQuery",

@@ -31,6 +31,7 @@ from history import (
     WorkflowCompleted,
     WorkflowContinuedAsNew,
     WorkflowFailed,
+    WorkflowReset,
     WorkflowTerminated,
     WorkflowTimedOut,
 )
@@ -323,7 +324,7 @@ async def test_status_projection_in_the_store_matches_every_closing_event(
             await workflow.sleep(HOUR)
         return kind
 
-    kinds = ["complete", "fail", "continue", "terminate", "timeout", "cancel", "running"]
+    kinds = ["complete", "fail", "continue", "terminate", "timeout", "cancel", "reset", "running"]
     async with open_client(db_path, clock=clock) as client:
         async with open_worker(client, task_queue=QUEUE, workflows=[outcome]):
             handles = {
@@ -336,12 +337,13 @@ async def test_status_projection_in_the_store_matches_every_closing_event(
                 )
                 for kind in kinds
             }
-            for kind in ("terminate", "timeout", "cancel", "running"):
+            for kind in ("terminate", "timeout", "cancel", "reset", "running"):
                 await _wait_for(handles[kind], TimerStarted)
             await handles["terminate"].terminate("by hand")
+            await handles["reset"].reset(1, "from the top")
             await handles["cancel"].cancel("no longer needed")
             clock.advance(60.0)
-            for kind in ("complete", "fail", "continue", "terminate", "timeout", "cancel"):
+            for kind in ("complete", "fail", "continue", "terminate", "timeout", "cancel", "reset"):
                 await _until(partial(_closed, handles[kind]))
 
         counts = {status: await client.count_runs(RunQuery(status=status)) for status in RunStatus}
@@ -349,13 +351,14 @@ async def test_status_projection_in_the_store_matches_every_closing_event(
         histories = {r.run_id: await client.store.read_history(r.run_id) for r in runs}
 
     assert counts == {
-        RunStatus.RUNNING: 1,
+        RunStatus.RUNNING: 2,  # "running", and the successor of "reset"
         RunStatus.COMPLETED: 2,  # "complete", and the continuation of "continue"
         RunStatus.FAILED: 1,
         RunStatus.CANCELLED: 1,
         RunStatus.TERMINATED: 1,
         RunStatus.TIMED_OUT: 1,
         RunStatus.CONTINUED_AS_NEW: 1,
+        RunStatus.RESET: 1,
     }
     closing = {
         WorkflowCompleted: RunStatus.COMPLETED,
@@ -364,6 +367,7 @@ async def test_status_projection_in_the_store_matches_every_closing_event(
         WorkflowTerminated: RunStatus.TERMINATED,
         WorkflowTimedOut: RunStatus.TIMED_OUT,
         WorkflowContinuedAsNew: RunStatus.CONTINUED_AS_NEW,
+        WorkflowReset: RunStatus.RESET,
     }
     for run in runs:
         last = histories[run.run_id][-1]
