@@ -15,7 +15,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP)
+# The web UI's end-to-end test drives Debian's chromium headless (no browser download).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get install -y chromium >/dev/null 2>&1 || \
+	  (apt-get update >/dev/null 2>&1 && apt-get install -y chromium >/dev/null 2>&1) || \
+	  echo "could not install Debian's chromium: the web UI test will fail"
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check history engine sdk tests benchmarks examples
 	$(BIN)/mypy
 	HYPOTHESIS_PROFILE=ci $(BIN)/pytest

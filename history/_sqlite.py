@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import aiosqlite
 import msgspec
@@ -205,8 +205,10 @@ class SqliteStore:
         writer: aiosqlite.Connection,
         reader: aiosqlite.Connection,
         durability: Durability,
+        busy_timeout: float = 30.0,
     ) -> None:
         self.path = path
+        self._busy_timeout_ms = int(busy_timeout * 1000)
         self.url = f"sqlite:///{path}"
         self.durability = durability
         self._writer = writer
@@ -216,6 +218,7 @@ class SqliteStore:
         self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
         self._run_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._work_listeners: dict[str, list[Callable[[], None]]] = {}
         self.commits = 0
         """Transactions committed by this process: the benchmarks report ops per commit."""
 
@@ -247,7 +250,7 @@ class SqliteStore:
         except BaseException:
             await writer.close()
             raise
-        return cls(path, writer, reader, durability)
+        return cls(path, writer, reader, durability, busy_timeout)
 
     @staticmethod
     async def _connect(
@@ -287,13 +290,47 @@ class SqliteStore:
     async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise StoreError(f"store {self.url} is closed")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if not self._flushing and not getattr(loop, "_ready", True):
+            # Nothing else could run meanwhile: commit on this thread and spare the two
+            # thread hops, which cost about as much as the commit itself.
+            done, value = self._write_inline(op)
+            if done:
+                return cast(T, value)
+        future: asyncio.Future[T] = loop.create_future()
         self._queued.ops.append(op)
         self._queued.futures.append(future)
         if not self._flushing:
             self._flushing = True
             self._flush_task = asyncio.get_running_loop().create_task(self._flush())
         return await future
+
+    def _write_inline(self, op: Callable[[sqlite3.Connection], Any]) -> tuple[bool, Any]:
+        """Commit ``op`` alone on the calling thread: ``(True, its result)``, or ``(False,
+        None)`` when another process holds the write lock (the queue then waits for it on
+        the writer thread, never blocking the event loop on the busy timeout).
+
+        Safe because the writer thread only touches the connection inside ``_flush``, which
+        is not running (``_flushing`` is false) and cannot start until this returns.
+        """
+        conn: sqlite3.Connection = self._writer._conn
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            [(ok, value)] = _run_batch(conn, [op])
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return False, None
+            raise _map_sqlite_error(exc, f"writing to {self.path}") from exc
+        except sqlite3.Error as exc:
+            raise _map_sqlite_error(exc, f"writing to {self.path}") from exc
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        self.commits += 1
+        if ok:
+            return True, value
+        if isinstance(value, sqlite3.Error):
+            raise _map_sqlite_error(value, f"writing to {self.path}") from value
+        raise value
 
     async def _flush(self) -> None:
         try:
@@ -343,6 +380,8 @@ class SqliteStore:
         info = await self._write(lambda conn: _create_run(conn, new, now))
         if not info.status.is_open:
             self._notify_run(run_id)
+        else:
+            self._notify_work(info.task_queue)
         return info
 
     async def append(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
@@ -350,11 +389,42 @@ class SqliteStore:
             results = [await self._write(_append_op(requests[0]))]
         else:
             results = list(await asyncio.gather(*(self._write(_append_op(r)) for r in requests)))
-        for result in results:
+        for request, result in zip(requests, results, strict=True):
+            if result.error is not None:
+                continue
             # Only a close is worth waking result() waiters for: they re-read the run.
-            if result.error is None and any(type(e) in _CLOSING_STATUS for e in result.events):
+            if any(type(e) in _CLOSING_STATUS for e in result.events):
                 self._notify_run(result.run_id)
+            if _may_make_work(request):
+                self._notify_work(None)
         return results
+
+    async def add_work_listener(
+        self, task_queue: str, callback: Callable[[], None]
+    ) -> Callable[[], None]:
+        """Call ``callback`` when a write through this store object may have made work of
+        ``task_queue`` ready (see :class:`history.WorkNotifier`). Other processes writing to
+        the file are not seen: their work is found by polling."""
+        self._work_listeners.setdefault(task_queue, []).append(callback)
+
+        def remove() -> None:
+            callbacks = self._work_listeners.get(task_queue)
+            if callbacks is not None and callback in callbacks:
+                callbacks.remove(callback)
+                if not callbacks:
+                    del self._work_listeners[task_queue]
+
+        return remove
+
+    def _notify_work(self, task_queue: str | None) -> None:
+        """Wake the listeners of ``task_queue`` (of every queue when ``None``: an append
+        names its run, not the run's queue, and a spurious wake-up costs one poll)."""
+        if task_queue is None:
+            callbacks = [c for cs in self._work_listeners.values() for c in cs]
+        else:
+            callbacks = list(self._work_listeners.get(task_queue, ()))
+        for callback in callbacks:
+            callback()
 
     async def wait_for_run(self, run_id: str, max_wait: float) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -435,7 +505,10 @@ class SqliteStore:
             )
             return cursor.rowcount
 
-        return await self._write(op)
+        released = await self._write(op)
+        if released:
+            self._notify_work(None)
+        return released
 
     async def reschedule_run(self, run_id: str, *, now: float) -> RunInfo:
         def op(conn: sqlite3.Connection) -> RunInfo:
@@ -458,7 +531,9 @@ class SqliteStore:
             )
             return _run_info(row)
 
-        return await self._write(op)
+        info = await self._write(op)
+        self._notify_work(info.task_queue)
+        return info
 
     async def list_activity_tasks(self, run_id: str) -> list[ActivityTaskSpec]:
         def fn(conn: sqlite3.Connection) -> list[Any]:
@@ -664,6 +739,19 @@ class SqliteStore:
 
         return await self._read(fn, "reading the next wake-up time")
 
+    async def backup(self, destination: str | Path, *, overwrite: bool = False) -> Path:
+        """Copy the store to ``destination`` with SQLite's online backup API.
+
+        The copy is one consistent snapshot (a single read transaction: under WAL, workers go
+        on writing meanwhile and their later commits are simply not in it), written to a
+        temporary file beside ``destination`` and renamed into place, so a crash never leaves
+        half a backup under the final name. Refuses an existing ``destination`` unless
+        ``overwrite``. Returns the path written.
+        """
+        if self._closed:
+            raise StoreError(f"store {self.url} is closed")
+        return await asyncio.to_thread(_backup_file, self.path, Path(destination), overwrite)
+
     async def integrity_check(self) -> str:
         """SQLite's full ``PRAGMA integrity_check``: ``"ok"`` or the problems it found."""
 
@@ -681,6 +769,40 @@ async def _on(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T
     """Run ``fn(sqlite3_connection, *args)`` on ``conn``'s thread, in one hop."""
     result: T = await conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call]
     return result
+
+
+def _backup_file(source: Path, target: Path, overwrite: bool) -> Path:
+    """Copy ``source`` to ``target`` in one step of the backup API (one read snapshot)."""
+    if target.resolve() == source.resolve():
+        raise StoreError(f"cannot back the store {source} up onto itself")
+    if target.exists() and not overwrite:
+        raise StoreError(f"backup destination {str(target)!r} already exists")
+    if not target.parent.is_dir():
+        raise StoreError(
+            f"backup destination {str(target)!r}: folder {str(target.parent)!r} does not exist"
+        )
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        partial.unlink(missing_ok=True)
+        src = sqlite3.connect(source)
+        try:
+            dst = sqlite3.connect(partial)
+            try:
+                src.backup(dst)
+                # Fold the copy's WAL into its file: the backup is one self-contained file.
+                dst.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        partial.replace(target)
+    except sqlite3.Error as exc:
+        partial.unlink(missing_ok=True)
+        raise _map_sqlite_error(exc, f"backing {source} up to {target}") from exc
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StoreError(f"backing {source} up to {target}: {exc}") from exc
+    return target
 
 
 def _configure(
@@ -853,19 +975,6 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
         )
     if status != RunStatus.RUNNING.value and status != _COPYING:
         return AppendResult(run_id=req.run_id, error=RunClosedError(req.run_id, status))
-    if req.finish_activity_task is not None:
-        task_id, worker = req.finish_activity_task
-        deleted = conn.execute(
-            "DELETE FROM activity_tasks WHERE task_id = ? AND owner = ?", (task_id, worker)
-        ).rowcount
-        if not deleted:
-            return AppendResult(
-                run_id=req.run_id,
-                error=LeaseLostError(
-                    req.run_id, f"activity task {task_id} is no longer leased by {worker!r}"
-                ),
-            )
-
     starting: dict[str, str] = {}
     for new_run in req.start_runs:
         started = new_run.started
@@ -889,6 +998,19 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
                 ),
             )
         starting[started.workflow_id] = new_run.run_id
+    # Last of the checks and the first write: a refused request has written nothing.
+    if req.finish_activity_task is not None:
+        task_id, worker = req.finish_activity_task
+        deleted = conn.execute(
+            "DELETE FROM activity_tasks WHERE task_id = ? AND owner = ?", (task_id, worker)
+        ).rowcount
+        if not deleted:
+            return AppendResult(
+                run_id=req.run_id,
+                error=LeaseLostError(
+                    req.run_id, f"activity task {task_id} is no longer leased by {worker!r}"
+                ),
+            )
 
     events: list[AnyEvent] = []
     new_status: RunStatus | None = None
@@ -982,6 +1104,17 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
         ):
             raise outcome.error
     return AppendResult(run_id=req.run_id, next_event_id=new_next, events=tuple(events))
+
+
+def _may_make_work(request: AppendRequest) -> bool:
+    """Whether an append may make work claimable or bring a wake-up time forward."""
+    return bool(
+        request.wake
+        or (request.release and request.wake_at is not None)
+        or request.activity_tasks
+        or request.start_runs
+        or any(_may_make_work(linked) for linked in request.linked)
+    )
 
 
 def _chain_head(conn: sqlite3.Connection, run_id: str) -> str:
