@@ -251,6 +251,10 @@ class WorkflowInstance:
     exception is a bug: the workflow task is retried, so a fixed deploy can continue."""
     step_deadline: float | None = 2.0
     """Seconds a workflow step may hold the event loop before it is declared blocked."""
+    sandboxed: bool = True
+    """False only for a debug replay (``perdura replay``): the code then runs without the
+    sandbox's guards, so that ``breakpoint()`` and a debugger can read files and the terminal.
+    A worker always runs workflow code sandboxed."""
 
     def __post_init__(self) -> None:
         # The abstract I/O methods are deliberately absent: workflow code has no I/O.
@@ -259,8 +263,10 @@ class WorkflowInstance:
         self.now: datetime = self.started.timestamp
         self.now_epoch: float = self.now.timestamp()
         self.last_event_id = 0
-        self.history_size = 0
-        """Bytes of the history fed so far, as stored (``workflow.info().history_size``)."""
+        self._sized_bytes = 0
+        self._unsized: list[AnyEvent] = []
+        """Events fed but not yet measured: measuring re-encodes an event, which a replay
+        would pay for every event although the code rarely asks (see ``history_size``)."""
         self.history_warned = False
         self.replaying_until = 0
         """Event id of the newest event known to be in history when the instance was loaded;
@@ -311,6 +317,14 @@ class WorkflowInstance:
         return self.started.workflow_id
 
     @property
+    def history_size(self) -> int:
+        """Bytes of the history fed so far, as stored (``workflow.info().history_size``)."""
+        if self._unsized:
+            self._sized_bytes += sum(len(encode_event(e)) for e in self._unsized)
+            self._unsized.clear()
+        return self._sized_bytes
+
+    @property
     def continue_as_new_suggested(self) -> bool:
         """The history passed :data:`HISTORY_WARN_EVENTS` events or
         :data:`HISTORY_WARN_BYTES` bytes."""
@@ -333,17 +347,17 @@ class WorkflowInstance:
                 f"run {self.run_id}: event {event.event_id} fed after {self.last_event_id}"
             )
         self.last_event_id = event.event_id
-        self.history_size += len(encode_event(event))
-        if not self.history_warned and self.continue_as_new_suggested:
+        self._unsized.append(event)
+        # Checked once live: the first live event after a replay measures what it fed.
+        if not self.history_warned and not self.is_replaying and self.continue_as_new_suggested:
             self.history_warned = True
-            if not self.is_replaying:
-                log.warning(
-                    "workflow history is long; continue as new to keep it short",
-                    workflow_id=self.workflow_id,
-                    run_id=self.run_id,
-                    events=self.last_event_id,
-                    bytes=self.history_size,
-                )
+            log.warning(
+                "workflow history is long; continue as new to keep it short",
+                workflow_id=self.workflow_id,
+                run_id=self.run_id,
+                events=self.last_event_id,
+                bytes=self.history_size,
+            )
         if event.timestamp > self.now:
             self.now = event.timestamp
             self.now_epoch = event.timestamp.timestamp()
@@ -357,7 +371,7 @@ class WorkflowInstance:
         _state.instance = self
         watch = start_watch(self.step_deadline)
         try:
-            token = _sandbox.enter(watch_c_calls=not self.is_replaying)
+            token = _sandbox.enter(watch_c_calls=not self.is_replaying) if self.sandboxed else None
             try:
                 try:
                     self.loop.run_until_blocked()
@@ -368,7 +382,8 @@ class WorkflowInstance:
                     # Inside the handler below: an interruption lands here at the latest.
                     stop_watch(watch)
             finally:
-                _sandbox.leave(token)
+                if token is not None:
+                    _sandbox.leave(token)
         except WorkflowBlockedError:
             if watch is None or watch.error is None:
                 raise
@@ -593,29 +608,27 @@ class WorkflowInstance:
 
     def _on_activity_scheduled(self, event: ActivityScheduled) -> None:
         call = self.activities.get(event.seq)
-        recorded = f"activity {event.activity_type!r} scheduled as activity #{event.seq}"
-        if call is None:
-            self._mismatch(event, recorded, f"no activity #{event.seq} was scheduled")
-        elif call.activity_type != event.activity_type:
-            self._mismatch(event, recorded, f"activity #{event.seq} is {call.activity_type!r}")
-        elif len(call.args) != len(event.args):
-            self._mismatch(
-                event,
-                f"{recorded} with {len(event.args)} argument(s)",
-                f"activity {call.activity_type!r} called with {len(call.args)} argument(s)",
-            )
-        else:
+        if (
+            call is None
+            or call.activity_type != event.activity_type
+            or len(call.args) != len(event.args)
+        ):
+            self._activity_mismatch(event, call)
+        assert call is not None
+        if call.args != event.args:
             for index, (old, new) in enumerate(zip(event.args, call.args, strict=True)):
                 if old == new:
                     continue
                 old_shape, new_shape = _shape(old), _shape(new)
                 if old_shape != new_shape:
+                    recorded = (
+                        f"activity {event.activity_type!r} scheduled as activity #{event.seq}"
+                    )
                     self._mismatch(
                         event,
                         f"{recorded} with argument {index + 1} of type {old_shape}",
                         f"argument {index + 1} of type {new_shape}",
                     )
-        assert call is not None
         call.recorded = True
         # The recorded options win: a retried attempt must honour what was scheduled.
         call.retry_policy = event.retry_policy
@@ -625,6 +638,19 @@ class WorkflowInstance:
         call.task_queue = event.task_queue
         if event.scheduled_at is not None:
             call.scheduled_at = event.scheduled_at
+
+    def _activity_mismatch(self, event: ActivityScheduled, call: ActivityCall | None) -> None:
+        recorded = f"activity {event.activity_type!r} scheduled as activity #{event.seq}"
+        if call is None:
+            self._mismatch(event, recorded, f"no activity #{event.seq} was scheduled")
+        elif call.activity_type != event.activity_type:
+            self._mismatch(event, recorded, f"activity #{event.seq} is {call.activity_type!r}")
+        else:
+            self._mismatch(
+                event,
+                f"{recorded} with {len(event.args)} argument(s)",
+                f"activity {call.activity_type!r} called with {len(call.args)} argument(s)",
+            )
 
     def _activity(self, event: AnyEvent, seq: int) -> ActivityCall:
         call = self.activities.get(seq)
