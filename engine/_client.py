@@ -56,7 +56,9 @@ from history import (
     load_history,
 )
 
+from ._classify import run_failure_class
 from ._clock import Clock, SystemClock, to_datetime
+from ._config import PerduraConfig
 from ._definitions import Registry, workflow_definition
 from ._errors import (
     WorkflowCancelledError,
@@ -68,6 +70,9 @@ from ._failure import error_from_failure
 from ._outcomes import child_outcome, open_children, parent_close_notices
 from ._query import QueryError, answer_query
 from ._timetravel import CopiedHistory, TimeTravelError, copy_prefix, recovery_cut
+
+#: Longest wait in ``result()`` between two looks at a run that is still open.
+RESULT_RECHECK_SECONDS = 2.0
 
 #: Statuses of a run that another run carries on; its last event names the successor.
 _SUCCEEDED = (RunStatus.CONTINUED_AS_NEW, RunStatus.RESET)
@@ -97,6 +102,9 @@ class WorkflowDescription:
     failure: Failure | None
     cancel_reason: str | None = None
     """The reason of the run's first cancel request, if it had one."""
+    failure_class: str | None = None
+    """For a FAILED run, the class of its failure (``transient``, ``permanent``,
+    ``resource_exhaustion``, ``timeout``, ``unknown``): see docs/operating.md."""
 
     @property
     def status(self) -> RunStatus:
@@ -114,8 +122,11 @@ class Client:
         clock: Clock | None = None,
         seed: int | None = None,
         workflows: Iterable[object] = (),
+        config: PerduraConfig | None = None,
     ) -> None:
         self.store = store
+        self.config = config if config is not None else PerduraConfig.from_env()
+        """Defaults (``execution_timeout`` of runs started without one): docs/operating.md."""
         self.converter = converter or PayloadConverter()
         self.clock: Clock = clock or SystemClock()
         self._random = random.Random(seed)
@@ -154,6 +165,8 @@ class Client:
             raise ValueError("workflow id must be a non-empty string")
         run_timeout = _timeout_seconds(run_timeout, "run_timeout")
         execution_timeout = _timeout_seconds(execution_timeout, "execution_timeout")
+        if execution_timeout is None:
+            execution_timeout = self.config.execution_timeout
         if isinstance(workflow, str):
             name, names = workflow, [f"argument {i + 1}" for i in range(len(args))]
             result_type: Any = None
@@ -313,7 +326,6 @@ class WorkflowHandle:
         Bound the wait with ``asyncio.timeout()`` if needed; the run is unaffected.
         """
         store = self.client.store
-        poll = 0.01
         info = await self.run_info()
         while True:
             if not info.status.is_open:
@@ -326,9 +338,10 @@ class WorkflowHandle:
                 assert isinstance(last, WorkflowContinuedAsNew | WorkflowReset)
                 info = await store.get_run(last.new_run_id)
                 continue
-            await store.wait_for_run(info.run_id, poll)
+            # The store wakes us when the run closes, here or in another process; the
+            # bound only limits how long a missed wake-up could delay the result.
+            await store.wait_for_run(info.run_id, RESULT_RECHECK_SECONDS)
             info = await store.get_run(info.run_id)
-            poll = min(poll * 2, 0.5)
         history = await store.read_history(info.run_id, after_event_id=info.history_length - 1)
         last = history[-1]
         if result_type is None:
@@ -651,4 +664,10 @@ def describe_history(
         last_task_failure=last_task_failure,
         failure=failure,
         cancel_reason=cancel_reason,
+        failure_class=None if failure is None else _failure_class(history),
     )
+
+
+def _failure_class(history: Sequence[AnyEvent]) -> str | None:
+    found = run_failure_class(history)
+    return None if found is None else found.value

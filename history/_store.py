@@ -261,9 +261,12 @@ class Store(Protocol):
     async def pending_timers(self, run_id: str | None = None) -> list[TimerInfo]: ...
 
     async def wait_for_run(self, run_id: str, max_wait: float) -> None:
-        """Return when this process closes the run, or after ``max_wait`` seconds.
+        """Return soon after the run closes, or after ``max_wait`` seconds.
 
-        A hint for waiters, not a guarantee: callers re-read the run either way.
+        A close made through this store object wakes waiters at once; a close made by another
+        process within a fraction of a second (SQLite looks every 0.2 s while anyone waits;
+        PostgreSQL is told by LISTEN/NOTIFY). A hint for waiters, not a guarantee: callers
+        re-read the run either way.
         """
         ...
 
