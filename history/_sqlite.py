@@ -19,6 +19,7 @@ as one round trip per statement: the thread hop costs more than the statements t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -73,6 +74,9 @@ __all__ = ["SqliteStore"]
 T = TypeVar("T")
 
 APPLICATION_ID: Final = 0x50455244  # "PERD"
+
+#: How often waiters' runs are checked for a close by another process.
+CLOSE_POLL_SECONDS: Final = 0.2
 
 _MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: runs (also the workflow-task queue), events, timers, activity tasks.
@@ -218,6 +222,7 @@ class SqliteStore:
         self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
         self._run_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._close_watcher: asyncio.Task[None] | None = None
         self._work_listeners: dict[str, list[Callable[[], None]]] = {}
         self.commits = 0
         """Transactions committed by this process: the benchmarks report ops per commit."""
@@ -276,6 +281,10 @@ class SqliteStore:
         self._closed = True
         if self._flush_task is not None:
             await self._flush_task
+        if self._close_watcher is not None:
+            self._close_watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._close_watcher
         await self._reader.close()
         await self._writer.close()
 
@@ -429,6 +438,8 @@ class SqliteStore:
     async def wait_for_run(self, run_id: str, max_wait: float) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._run_waiters.setdefault(run_id, []).append(future)
+        if self._close_watcher is None or self._close_watcher.done():
+            self._close_watcher = asyncio.get_running_loop().create_task(self._watch_closes())
         try:
             await asyncio.wait_for(future, max_wait)
         except TimeoutError:
@@ -439,6 +450,35 @@ class SqliteStore:
                 waiters.remove(future)
                 if not waiters:
                     del self._run_waiters[run_id]
+
+    async def _watch_closes(self) -> None:
+        """While anyone waits for runs, look every ``CLOSE_POLL_SECONDS`` for those another
+        process closed (this process's own closes wake waiters at once): one query for all
+        waiters instead of one read per waiter per poll."""
+        while self._run_waiters and not self._closed:
+            await asyncio.sleep(CLOSE_POLL_SECONDS)
+            waited = list(self._run_waiters)
+            if not waited or self._closed:
+                continue
+
+            def fn(conn: sqlite3.Connection, ids: list[str] = waited) -> list[Any]:
+                closed: list[Any] = []
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    marks = ", ".join("?" * len(chunk))
+                    closed += conn.execute(
+                        f"SELECT run_id FROM runs WHERE status != 'running' "
+                        f"AND run_id IN ({marks})",
+                        chunk,
+                    ).fetchall()
+                return closed
+
+            try:
+                rows = await self._read(fn, "closed runs")
+            except StoreError:
+                continue  # a waiter's own re-read reports what is wrong
+            for (run_id,) in rows:
+                self._notify_run(run_id)
 
     def _notify_run(self, run_id: str) -> None:
         for future in self._run_waiters.pop(run_id, ()):
