@@ -55,6 +55,10 @@ from ._export import ExportedHistory as ExportedHistory
 from ._export import dump_history as dump_history
 from ._export import load_history as load_history
 from ._export import read_history_file as read_history_file
+from ._migrate import MigrationReport as MigrationReport
+from ._migrate import backup_store as backup_store
+from ._migrate import migrate as migrate
+from ._migrate import restore_store as restore_store
 from ._payload import Encoding as Encoding
 from ._payload import PayloadConverter as PayloadConverter
 from ._policy import RetryPolicy as RetryPolicy
@@ -75,6 +79,8 @@ from ._store import TimerInfo as TimerInfo
 from ._url import DEFAULT_STORE_URL as DEFAULT_STORE_URL
 from ._url import STORE_URL_ENV as STORE_URL_ENV
 from ._url import open_store as open_store
+from ._url import store_kind as store_kind
+from ._wake import WorkNotifier as WorkNotifier
 
 __all__ = [
     "CLOSING_EVENTS",
@@ -105,6 +111,7 @@ __all__ = [
     "HistoryFileError",
     "LeaseLostError",
     "MarkerRecorded",
+    "MigrationReport",
     "Payload",
     "PayloadConverter",
     "PayloadDecodeError",
@@ -141,12 +148,17 @@ __all__ = [
     "WorkflowReset",
     "WorkflowTerminated",
     "WorkflowTimedOut",
+    "WorkNotifier",
+    "backup_store",
     "decode_event",
     "decode_events_json",
     "dump_history",
     "encode_event",
     "encode_events_json",
     "load_history",
+    "migrate",
     "open_store",
+    "store_kind",
     "read_history_file",
+    "restore_store",
 ]

@@ -77,6 +77,10 @@ class Failure(msgspec.Struct, frozen=True, kw_only=True):
     non_retryable: bool = False
     details: tuple[Payload, ...] = ()
     cause: Failure | None = None
+    classification: str | None = None
+    """The failure class the runtime acted on (``transient``, ``permanent``,
+    ``resource_exhaustion``, ``timeout``, ``unknown``); ``None`` in histories recorded before
+    failures were classified, and for failures that are not an activity attempt's."""
 
 
 class TimeoutType(enum.Enum):
@@ -232,6 +236,9 @@ class ActivityTimedOut(Event, frozen=True, kw_only=True, tag=True):
     attempt: int
     timeout_type: TimeoutType
     retry_at: datetime | None = None
+    next_start_to_close_timeout: float | None = None
+    """Set when the timeout policy raised the start-to-close timeout of the next attempt: the
+    value that attempt runs with (recorded, so every worker retries it the same way)."""
 
 
 class ActivityHeartbeat(Event, frozen=True, kw_only=True, tag=True):

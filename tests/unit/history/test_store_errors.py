@@ -328,8 +328,6 @@ async def test_a_path_in_a_missing_folder_raises_store_error_and_creates_nothing
 @pytest.mark.parametrize(
     ("url", "scheme"),
     [
-        ("postgres://localhost/perdura", "postgres"),
-        ("postgresql://user@db:5432/perdura", "postgresql"),
         ("mysql://localhost/perdura", "mysql"),
         ("https://example.com/perdura.db", "https"),
     ],
