@@ -7,6 +7,11 @@ from ._activity import ActivityCancelledError as ActivityCancelledError
 from ._activity import ActivityInfo as ActivityInfo
 from ._activity import current_activity as current_activity
 from ._apps import App as App
+from ._autorecover import AutoRecovery as AutoRecovery
+from ._classify import FailureClass as FailureClass
+from ._classify import FailurePolicy as FailurePolicy
+from ._classify import classify_exception as classify_exception
+from ._classify import run_failure_class as run_failure_class
 from ._client import Client as Client
 from ._client import PendingActivity as PendingActivity
 from ._client import WorkflowDescription as WorkflowDescription
@@ -15,6 +20,11 @@ from ._client import describe_history as describe_history
 from ._clock import Clock as Clock
 from ._clock import ManualClock as ManualClock
 from ._clock import SystemClock as SystemClock
+from ._config import ConfigError as ConfigError
+from ._config import FailureDefaults as FailureDefaults
+from ._config import PerduraConfig as PerduraConfig
+from ._config import RecoveryConfig as RecoveryConfig
+from ._config import RetryDefaults as RetryDefaults
 from ._definitions import WORKFLOW_ATTRIBUTE as WORKFLOW_ATTRIBUTE
 from ._definitions import ActivityDefinition as ActivityDefinition
 from ._definitions import ActivityOptions as ActivityOptions
@@ -36,9 +46,19 @@ from ._errors import WorkflowFailureError as WorkflowFailureError
 from ._errors import WorkflowNotRegisteredError as WorkflowNotRegisteredError
 from ._errors import WorkflowTerminatedError as WorkflowTerminatedError
 from ._errors import WorkflowTimedOutError as WorkflowTimedOutError
+from ._graph_view import describe_graph_run as describe_graph_run
 from ._instance import WorkflowInstance as WorkflowInstance
 from ._instance import current_instance as current_instance
 from ._instance import in_workflow as in_workflow
+from ._listeners import ExecutionEvent as ExecutionEvent
+from ._listeners import Listener as Listener
+from ._logging import ActivityLogger as ActivityLogger
+from ._logging import WorkflowLogger as WorkflowLogger
+from ._logging import configure_logging as configure_logging
+from ._metrics import METRIC_NAMES as METRIC_NAMES
+from ._metrics import MetricsServer as MetricsServer
+from ._metrics import metrics_asgi_app as metrics_asgi_app
+from ._metrics import start_metrics_server as start_metrics_server
 from ._query import QueryError as QueryError
 from ._replay import replay_history as replay_history
 from ._timetravel import TimeTravelError as TimeTravelError
@@ -85,4 +105,24 @@ __all__ = [
     "replay_history",
     "signature_types",
     "workflow_definition",
+    "ActivityLogger",
+    "AutoRecovery",
+    "ConfigError",
+    "ExecutionEvent",
+    "FailureClass",
+    "FailureDefaults",
+    "FailurePolicy",
+    "Listener",
+    "METRIC_NAMES",
+    "MetricsServer",
+    "PerduraConfig",
+    "RecoveryConfig",
+    "RetryDefaults",
+    "WorkflowLogger",
+    "classify_exception",
+    "configure_logging",
+    "describe_graph_run",
+    "metrics_asgi_app",
+    "run_failure_class",
+    "start_metrics_server",
 ]

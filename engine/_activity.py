@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import msgspec
 
 from history import (
     ActivityCompleted,
@@ -33,6 +34,7 @@ from history import (
     TimeoutType,
 )
 
+from ._classify import DEFAULT_FAILURE_POLICY, FailureClass, FailurePolicy
 from ._definitions import ActivityDefinition
 from ._errors import ActivityTimeoutError, ApplicationError, NotInWorkflowError
 from ._failure import failure_from_exception, qualified_name
@@ -259,24 +261,33 @@ def outcome_event(
     outcome: AttemptOutcome,
     converter: PayloadConverter,
     timestamp: datetime,
+    policy: FailurePolicy = DEFAULT_FAILURE_POLICY,
 ) -> ActivityCompleted | ActivityFailed | ActivityTimedOut:
-    """The history event for an attempt's outcome, with the retry decision made."""
+    """The history event for an attempt's outcome, with the retry decision made.
+
+    A failure is classified (``engine._classify``) and its class decides the retry: a
+    permanent failure is final, resource exhaustion waits ``resource_exhaustion_backoff``
+    times longer, a start-to-close timeout retries with a raised timeout; the class and the
+    raised timeout are recorded, so whoever replays the run sees what was decided.
+    """
     if outcome.result is not None:
         return ActivityCompleted(
             timestamp=timestamp, seq=call.seq, attempt=attempt, result=outcome.result
         )
-    policy = call.retry_policy
     retry_at: datetime | None = None
     if outcome.timeout is not None:
-        retryable = outcome.timeout is not TimeoutType.SCHEDULE_TO_CLOSE
-        if retryable:
+        next_timeout: float | None = None
+        if outcome.timeout is not TimeoutType.SCHEDULE_TO_CLOSE:
             retry_at = _retry_time(call, attempt, timestamp)
+            if retry_at is not None and outcome.timeout is TimeoutType.START_TO_CLOSE:
+                next_timeout = policy.next_start_to_close(call.start_to_close_timeout)
         return ActivityTimedOut(
             timestamp=timestamp,
             seq=call.seq,
             attempt=attempt,
             timeout_type=outcome.timeout,
             retry_at=retry_at,
+            next_start_to_close_timeout=next_timeout,
         )
     assert outcome.error is not None
     failure: Failure = failure_from_exception(outcome.error, converter)
@@ -285,19 +296,35 @@ def outcome_event(
         if isinstance(outcome.error, ApplicationError) and outcome.error.type
         else qualified_name(type(outcome.error))
     )
-    if not failure.non_retryable and policy.is_retryable(type_name):
-        retry_at = _retry_time(call, attempt, timestamp)
+    failure_class = policy.classify(outcome.error)
+    if failure.non_retryable or not call.retry_policy.is_retryable(type_name):
+        failure_class = FailureClass.PERMANENT
+    if failure_class is not FailureClass.PERMANENT:
+        factor = (
+            policy.resource_exhaustion_backoff
+            if failure_class is FailureClass.RESOURCE_EXHAUSTION
+            else 1.0
+        )
+        retry_at = _retry_time(call, attempt, timestamp, factor)
     return ActivityFailed(
-        timestamp=timestamp, seq=call.seq, attempt=attempt, failure=failure, retry_at=retry_at
+        timestamp=timestamp,
+        seq=call.seq,
+        attempt=attempt,
+        failure=msgspec.structs.replace(failure, classification=failure_class.value),
+        retry_at=retry_at,
     )
 
 
-def _retry_time(call: ActivityCall, attempt: int, now: datetime) -> datetime | None:
-    """When attempt ``attempt + 1`` runs, or ``None`` when the policy or deadline forbids it."""
+def _retry_time(
+    call: ActivityCall, attempt: int, now: datetime, factor: float = 1.0
+) -> datetime | None:
+    """When attempt ``attempt + 1`` runs, or ``None`` when the policy or deadline forbids it.
+
+    ``factor`` stretches the policy's delay (resource exhaustion waits longer)."""
     policy = call.retry_policy
     if not policy.allows_another_attempt(attempt):
         return None
-    delay = policy.delay_after(attempt)
+    delay = policy.delay_after(attempt) * factor
     if not math.isfinite(delay):
         return None
     retry_at = now + timedelta(seconds=delay)

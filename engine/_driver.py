@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +36,7 @@ from history import (
     ActivityCancelled,
     ActivityHeartbeat,
     ActivityTaskSpec,
+    ActivityTimedOut,
     AnyEvent,
     AppendConflictError,
     AppendRequest,
@@ -65,12 +68,14 @@ from history import (
 )
 
 from ._activity import ActivityInfo, AttemptOutcome, outcome_event, run_attempt
+from ._classify import DEFAULT_FAILURE_POLICY, FailurePolicy
 from ._clock import Clock, to_datetime
 from ._definitions import ActivityOptions, Registry
 from ._errors import NondeterminismError
 from ._failure import failure_from_exception
 from ._faults import FaultPoint, Faults, InjectedCrash
 from ._instance import ActivityCall, WorkflowInstance
+from ._observe import AttemptScope, Observer, RunView, outcome_name
 from ._outcomes import child_outcome, parent_close_notices
 from ._remote import remote_task
 
@@ -103,6 +108,10 @@ class DriverEnv:
     """The worker's one source of randomness (run ids, seeds): seedable for tests."""
     notify: Callable[[str], None] = lambda run_id: None
     """Told about runs this worker started or woke (children, continuations, parents)."""
+    failure_policy: FailurePolicy = DEFAULT_FAILURE_POLICY
+    """How each failure class of an activity attempt is retried (``engine._classify``)."""
+    observer: Observer | None = None
+    """Logs, metrics, listeners and spans of what this worker records (``engine._observe``)."""
 
     def new_run_id(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -145,6 +154,7 @@ class RunDriver:
     def __init__(self, env: DriverEnv, claim: RunClaim) -> None:
         self.env = env
         self.run_id = claim.run_id
+        self.workflow_type = claim.workflow_type
         self.fence = claim.fence
         self.claimed_length = claim.history_length
         self.instance: WorkflowInstance | None = None
@@ -164,6 +174,7 @@ class RunDriver:
         may advance the clock only when every driver is waiting and nothing runs)."""
         self.wait_deadline: float | None = None
         self.log = log.bind(run_id=self.run_id)
+        self.view: RunView | None = None
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -203,7 +214,10 @@ class RunDriver:
             self.instance = cached
             self.history_length = cached.last_event_id
             self.last_event = None
+            if env.observer is not None:
+                env.observer.loaded(self._view(), cached=True)
             return await self._catch_up()
+        loading = time.perf_counter()
         events = await env.store.read_history(self.run_id)
         if not events or not isinstance(events[0], WorkflowStarted):
             raise PerduraError(f"run {self.run_id}: history does not start with WorkflowStarted")
@@ -227,7 +241,28 @@ class RunDriver:
         instance.replaying_until = len(events)
         instance.look_ahead(events)
         self.instance = instance
-        return await self._feed(events)
+        fed = await self._feed(events)
+        if env.observer is not None:
+            env.observer.loaded(
+                self._view(), cached=False, replay_seconds=time.perf_counter() - loading
+            )
+        return fed
+
+    def _view(self) -> RunView:
+        """The run as the observer labels it (ids, type, queue, activity types)."""
+        if self.view is None:
+            instance = self.instance
+            assert instance is not None
+            activities = instance.activities
+            self.view = RunView(
+                workflow_id=instance.workflow_id,
+                run_id=self.run_id,
+                workflow_type=instance.workflow_type,
+                task_queue=instance.started.task_queue,
+                started_at=instance.started.timestamp,
+                activity_type=lambda seq: activities[seq].activity_type,
+            )
+        return self.view
 
     async def _catch_up(self) -> bool:
         events = await self.env.store.read_history(self.run_id, after_event_id=self.history_length)
@@ -246,6 +281,10 @@ class RunDriver:
             for event in events:
                 if event.event_id > instance.last_event_id:
                     instance.apply(event)
+                    if type(event) is ActivityTimedOut and event.next_start_to_close_timeout:
+                        # The timeout policy raised the next attempt's timeout (recorded).
+                        raised = instance.activities[event.seq]
+                        raised.start_to_close_timeout = event.next_start_to_close_timeout
         except NondeterminismError as exc:
             await self._fail_task(exc)
             return False
@@ -367,7 +406,11 @@ class RunDriver:
             if call.done or call.cancel_requested:
                 continue
             ensure_scheduled(call)
-            events.append(outcome_event(call, attempt, result, self.env.converter, stamp))
+            events.append(
+                outcome_event(
+                    call, attempt, result, self.env.converter, stamp, self.env.failure_policy
+                )
+            )
 
         for call in list(instance.open_activities.values()):
             if call.cancel_requested and not call.done:
@@ -557,6 +600,8 @@ class RunDriver:
                 del self.heartbeats[seq]
         self.history_length = result.next_event_id - 1
         self.last_event = result.events[-1] if result.events else self.last_event
+        if env.observer is not None:
+            env.observer.appended(self._view(), result.events)
         for run_id in (new.run_id for new in batch.start_runs):
             env.notify(run_id)
         for notice in batch.linked:
@@ -662,6 +707,8 @@ class RunDriver:
             result.error, LeaseLostError | RunClosedError
         ):
             raise result.error
+        if events and result.error is None and env.observer is not None:
+            env.observer.task_failed(self.workflow_type)
 
     # -- activities ------------------------------------------------------------------------
 
@@ -727,9 +774,22 @@ class RunDriver:
 
             async with env.activity_slots:
                 env.fault(FaultPoint.ACTIVITY_START)
-                outcome = await run_attempt(
-                    definition, call, info, env.converter, on_heartbeat, env.clock.now()
+                observed = (
+                    nullcontext(AttemptScope())
+                    if env.observer is None
+                    else env.observer.attempt(
+                        self._view(),
+                        call.activity_type,
+                        call.seq,
+                        attempt,
+                        call.retry_at if attempt > 1 else call.scheduled_at,
+                    )
                 )
+                with observed as scope:
+                    outcome = await run_attempt(
+                        definition, call, info, env.converter, on_heartbeat, env.clock.now()
+                    )
+                    scope.outcome, scope.failure = outcome_name(outcome, env.failure_policy)
                 env.fault(FaultPoint.ACTIVITY_COMPLETE)
         except asyncio.CancelledError:
             raise

@@ -27,6 +27,8 @@ from typing import Any
 
 from history import Failure, PerduraError, TimeoutType
 
+from ._classify import FailureClass
+
 __all__ = [
     "ActivityError",
     "ActivityNotRegisteredError",
@@ -50,7 +52,9 @@ class ApplicationError(PerduraError):
 
     ``non_retryable=True`` fails the activity at once whatever its retry policy says.
     ``type`` replaces the exception class name in the recorded failure (and in
-    ``RetryPolicy.non_retryable_error_types`` matching).
+    ``RetryPolicy.non_retryable_error_types`` matching). ``classification`` (a
+    ``FailureClass`` or its name: ``transient``, ``permanent``, ``resource_exhaustion``,
+    ``timeout``, ``unknown``) chooses how an activity failing with it is retried.
     """
 
     def __init__(
@@ -59,12 +63,18 @@ class ApplicationError(PerduraError):
         *details: Any,
         type: str | None = None,
         non_retryable: bool = False,
+        classification: FailureClass | str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
         self.type = type
         self.non_retryable = non_retryable
+        self.classification = (
+            None
+            if classification is None
+            else FailureClass.parse(classification, what="ApplicationError classification")
+        )
         self.failure: Failure | None = None
         """Set when the error was rebuilt from a recorded failure (its original record)."""
 

@@ -11,7 +11,7 @@ import traceback
 
 from history import Failure, PayloadConverter, PayloadEncodeError
 
-from ._errors import ApplicationError
+from ._errors import ActivityError, ApplicationError, ChildWorkflowError
 
 __all__ = ["error_from_failure", "failure_from_exception", "qualified_name"]
 
@@ -45,6 +45,7 @@ def failure_from_exception(
         encoded = ()
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return Failure(
+        classification=_classification(exc),
         type=type_name,
         message=message,
         stack="".join(traceback.format_exception(type(exc), exc, exc.__traceback__, chain=False)),
@@ -56,6 +57,20 @@ def failure_from_exception(
             else None
         ),
     )
+
+
+def _classification(exc: BaseException) -> str | None:
+    """The failure class an error carries: chosen by the code (``ApplicationError``), or the
+    recorded class of the activity or child failure it reports (timeouts are ``timeout``)."""
+    if isinstance(exc, ApplicationError):
+        if exc.classification is not None:
+            return exc.classification.value
+        return None if exc.failure is None else exc.failure.classification
+    if isinstance(exc, ActivityError):
+        return "timeout" if exc.failure is None else exc.failure.classification
+    if isinstance(exc, ChildWorkflowError):
+        return exc.failure.classification
+    return None
 
 
 def error_from_failure(failure: Failure) -> ApplicationError:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 import msgspec
@@ -24,6 +26,7 @@ from history import (
     ActivityScheduled,
     ActivityTask,
     ActivityTaskSpec,
+    ActivityTimedOut,
     AppendRequest,
     Payload,
     PayloadConverter,
@@ -31,9 +34,11 @@ from history import (
 )
 
 from ._activity import ActivityInfo, outcome_event, run_attempt
+from ._classify import DEFAULT_FAILURE_POLICY, FailurePolicy
 from ._clock import Clock, to_datetime
 from ._definitions import Registry
 from ._instance import ActivityCall, WorkflowInstance
+from ._observe import AttemptScope, Observer, RunView, outcome_name
 
 __all__ = ["ActivityTaskRunner", "RemoteActivity", "remote_task"]
 
@@ -47,6 +52,12 @@ class RemoteActivity(msgspec.Struct, frozen=True, kw_only=True):
     workflow_type: str
     scheduled: ActivityScheduled
     heartbeat_details: tuple[Payload, ...] = ()
+    due_at: datetime | None = None
+    """When a retried attempt was due (its retry time): for schedule-to-start latency."""
+    workflow_task_queue: str = ""
+    """The run's own task queue (the activity's may differ): for labels and listeners."""
+    started_at: datetime | None = None
+    """When the run started: for listeners."""
 
 
 _encoder: Final = msgspec.msgpack.Encoder()
@@ -70,6 +81,8 @@ def remote_task(
         workflow_id=instance.workflow_id,
         workflow_type=instance.workflow_type,
         scheduled=scheduled,
+        workflow_task_queue=instance.started.task_queue,
+        started_at=instance.started.timestamp,
     )
     return _spec(remote, attempt, now)
 
@@ -109,6 +122,8 @@ class ActivityTaskRunner:
     on_recorded: Callable[[str], None] = lambda run_id: None
     """Told the run id after an outcome is recorded: a worker in this process claims the
     woken run at once instead of at its next poll."""
+    failure_policy: FailurePolicy = DEFAULT_FAILURE_POLICY
+    observer: Observer | None = None
 
     def __post_init__(self) -> None:
         self.running: dict[int, asyncio.Task[None]] = {}
@@ -175,19 +190,51 @@ class ActivityTaskRunner:
             if not flushing or flushing[-1].done():
                 flushing.append(asyncio.create_task(self._record_heartbeat(task, latest)))
 
+        view = RunView(
+            workflow_id=remote.workflow_id,
+            run_id=task.run_id,
+            workflow_type=remote.workflow_type,
+            task_queue=remote.workflow_task_queue or scheduled.task_queue,
+            started_at=remote.started_at or call.scheduled_at,
+            activity_type=lambda seq: scheduled.activity_type,
+        )
+        observer = self.observer
         async with self.slots:
-            outcome = await run_attempt(
-                definition, call, info, converter, on_heartbeat, self.clock.now()
+            observed = (
+                nullcontext(AttemptScope())
+                if observer is None
+                else observer.attempt(
+                    view,
+                    scheduled.activity_type,
+                    scheduled.seq,
+                    task.attempt,
+                    call.scheduled_at if task.attempt == 1 else remote.due_at,
+                )
             )
+            with observed as scope:
+                outcome = await run_attempt(
+                    definition, call, info, converter, on_heartbeat, self.clock.now()
+                )
+                scope.outcome, scope.failure = outcome_name(outcome, self.failure_policy)
         for pending in flushing:
             await pending
         now = self.clock.now()
-        event = outcome_event(call, task.attempt, outcome, converter, to_datetime(now))
+        event = outcome_event(
+            call, task.attempt, outcome, converter, to_datetime(now), self.failure_policy
+        )
         retry_at = None if isinstance(event, ActivityCompleted) else event.retry_at
+        retried = scheduled
+        if isinstance(event, ActivityTimedOut) and event.next_start_to_close_timeout:
+            # The next attempt runs with the raised timeout the event records.
+            retried = msgspec.structs.replace(
+                scheduled, start_to_close_timeout=event.next_start_to_close_timeout
+            )
         retry = (
             [
                 _spec(
-                    msgspec.structs.replace(remote, heartbeat_details=latest[0]),
+                    msgspec.structs.replace(
+                        remote, scheduled=retried, heartbeat_details=latest[0], due_at=retry_at
+                    ),
                     task.attempt + 1,
                     retry_at.timestamp(),
                 )
@@ -212,6 +259,8 @@ class ActivityTaskRunner:
                 "activity outcome not recorded", task_id=task.task_id, reason=str(result.error)
             )
         else:
+            if observer is not None:
+                observer.appended(view, result.events)
             self.on_recorded(task.run_id)
 
     async def _record_heartbeat(

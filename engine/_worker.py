@@ -18,21 +18,32 @@ import itertools
 import os
 import random
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
 
-from history import PayloadConverter, Store, StoreError
+from history import PayloadConverter, Store, StoreError, WorkNotifier
 
+from ._autorecover import AutoRecovery
+from ._classify import Classifier, FailurePolicy
 from ._clock import Clock, SystemClock
+from ._config import PerduraConfig, RetryDefaults
 from ._definitions import ActivityOptions, Registry
 from ._driver import DriverEnv, RunDriver
 from ._faults import FaultPoint, Faults, InjectedCrash
+from ._listeners import Listener, ListenerSet
+from ._metrics import MetricsServer, WorkerMetrics, start_metrics_server
+from ._observe import Observer
 from ._remote import ActivityTaskRunner
 from ._sandbox import install as install_sandbox
+from ._tracing import Tracing
 
 __all__ = ["Worker"]
+
+
+def _nothing() -> None:
+    pass
 
 log = structlog.get_logger("perdura.worker")
 
@@ -63,6 +74,14 @@ class Worker:
     open, a ``WorkflowTaskFailed`` event shows the error, and the task is retried every
     ``workflow_task_retry`` seconds so a fixed deploy continues it. A workflow step that holds
     the event loop longer than ``workflow_step_deadline`` seconds is interrupted the same way.
+
+    Operating it (docs/operating.md): ``config`` carries the defaults (retry policy, failure
+    policy, automatic recovery; default: ``PerduraConfig.from_env()``); ``listeners`` get
+    typed events of what the worker recorded; ``metrics_registry`` is where its Prometheus
+    metrics go (default: the global registry) and ``metrics_port`` serves them on
+    ``http://127.0.0.1:PORT/metrics`` (0: any free port, see ``metrics_server.port``);
+    ``tracing`` (``True`` or a tracer provider) emits OpenTelemetry spans;
+    ``failure_classifier`` classifies activity exceptions before the built-in rules.
     """
 
     def __init__(
@@ -87,6 +106,12 @@ class Worker:
         clock: Clock | None = None,
         faults: Faults | None = None,
         seed: int | None = None,
+        config: PerduraConfig | None = None,
+        listeners: Iterable[Listener] = (),
+        metrics_registry: Any = None,
+        metrics_port: int | None = None,
+        tracing: Any = False,
+        failure_classifier: Classifier | None = None,
     ) -> None:
         for name, value in (
             ("max_concurrent_runs", max_concurrent_runs),
@@ -99,6 +124,15 @@ class Worker:
                 raise ValueError(f"Worker {name} must be > 0, got {value}")
         if not task_queue:
             raise ValueError("Worker task_queue must be a non-empty string")
+        self.config = config if config is not None else PerduraConfig.from_env()
+        if activity_defaults is None and self.config.retry != RetryDefaults():
+            activity_defaults = ActivityOptions(retry_policy=self.config.retry.policy())
+        failure_policy = FailurePolicy(
+            classifier=failure_classifier,
+            resource_exhaustion_backoff=self.config.failures.resource_exhaustion_backoff,
+            timeout_growth=self.config.failures.timeout_growth,
+            timeout_limit=self.config.failures.timeout_limit,
+        )
         self.store = store
         self.task_queue = task_queue
         self.registry = Registry(workflows, activities)
@@ -108,6 +142,24 @@ class Worker:
         self.poll_interval = poll_interval
         self.clock: Clock = clock or SystemClock()
         slots = asyncio.Semaphore(max_concurrent_activities)
+        self.listeners = ListenerSet(listeners)
+        """Execution event listeners (``worker.listeners.add(fn)``): see engine/_listeners."""
+        self.metrics = WorkerMetrics(
+            metrics_registry, task_queue=task_queue, worker=self.identity
+        )
+        self._metrics_port = metrics_port
+        self.metrics_server: MetricsServer | None = None
+        """The worker's own ``/metrics`` endpoint while it runs (``metrics_port``)."""
+        self.observer = Observer(
+            metrics=self.metrics,
+            listeners=self.listeners,
+            clock=self.clock,
+            tracing=(
+                None
+                if tracing is False or tracing is None
+                else Tracing(None if tracing is True else tracing)
+            ),
+        )
         self.env = DriverEnv(
             store=store,
             registry=self.registry,
@@ -125,6 +177,8 @@ class Worker:
             faults=faults,
             rng=random.Random(seed),
             notify=self.notify,
+            failure_policy=failure_policy,
+            observer=self.observer,
         )
         self.activity_runner = ActivityTaskRunner(
             store=store,
@@ -136,7 +190,13 @@ class Worker:
             lease_seconds=lease_seconds,
             slots=slots,
             on_recorded=self.notify,
+            failure_policy=failure_policy,
+            observer=self.observer,
         )
+        self.recovery = (
+            AutoRecovery(self, self.config.recovery) if self.config.recovery.enabled else None
+        )
+        """The automatic recovery service (``config.recovery.enabled``), or ``None``."""
         self.max_concurrent_activities = max_concurrent_activities
         self.drivers: dict[str, RunDriver] = {}
         self._driver_tasks: dict[str, asyncio.Task[None]] = {}
@@ -187,10 +247,24 @@ class Worker:
         released nothing: the store is left as a killed process would leave it.
         """
         install_sandbox()
+        self.metrics.watch(
+            cache_size=lambda: len(self.env.cache),
+            runs_in_use=lambda: len(self.drivers),
+            runs_capacity=self.max_concurrent_runs,
+            activities_capacity=self.max_concurrent_activities,
+        )
+        if self._metrics_port is not None and self.metrics_server is None:
+            self.metrics_server = start_metrics_server(
+                self._metrics_port, registry=self.metrics.registry
+            )
+            self.log.info("serving metrics", url=self.metrics_server.url)
         self.log.info("worker started")
         self._run_task = asyncio.current_task()
         renew = asyncio.create_task(self._renew_loop())
+        recovering = None if self.recovery is None else asyncio.create_task(self.recovery.run())
+        stop_listening: Callable[[], None] = _nothing
         try:
+            stop_listening = await self._listen_for_work()
             while True:
                 try:
                     await self._poll_loop()
@@ -202,11 +276,20 @@ class Worker:
         except InjectedCrash as crash:
             self.crashed = crash
         finally:
+            stop_listening()
             renew.cancel()
             tasks = list(self._driver_tasks.values()) + list(self.activity_runner.running.values())
+            if recovering is not None:
+                tasks.append(recovering)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, renew, return_exceptions=True)
+            # A dead process delivers nothing more; a stopping one delivers what it recorded.
+            await asyncio.shield(self.listeners.close(deliver=self.crashed is None))
+            self.metrics.unwatch()
+            if self.metrics_server is not None:
+                self.metrics_server.close()
+                self.metrics_server = None
             if self.crashed is None:
                 # A claim that committed while the poll loop was being cancelled holds a
                 # lease no driver will ever use: hand back whatever this identity still holds.
@@ -218,6 +301,17 @@ class Worker:
             self.stopped.set()
         if self.crashed is not None:
             raise self.crashed
+
+    async def _listen_for_work(self) -> Callable[[], None]:
+        """Poll at once, not at the next poll interval, when the store says work may be ready
+        (a store that can tell: ``history.WorkNotifier``; PostgreSQL's comes from any process)."""
+        if not isinstance(self.store, WorkNotifier):
+            return _nothing
+        try:
+            return await self.store.add_work_listener(self.task_queue, self.notify)
+        except StoreError as exc:
+            self.log.warning("cannot listen for new work; polling only", error=str(exc))
+            return _nothing
 
     def _on_crash(self, crash: InjectedCrash) -> None:
         if self.crashed is None:
@@ -298,7 +392,8 @@ class Worker:
 
     async def _drive(self, driver: RunDriver) -> None:
         try:
-            await driver.run()
+            with self.observer.session(driver.run_id, driver.workflow_type, self.task_queue):
+                await driver.run()
         except asyncio.CancelledError:
             raise
         except InjectedCrash as crash:
@@ -317,11 +412,15 @@ class Worker:
             until = self.clock.now() + self.lease_seconds
             try:
                 self.env.fault(FaultPoint.LEASE_RENEW)
+                # Only drivers that existed before the renewal can have lost their lease: a
+                # run claimed while it was under way is not in ``owned``, yet it is ours.
+                held = dict(self.drivers)
                 owned = await self.store.renew_leases(self.identity, until=until)
-                for run_id, driver in list(self.drivers.items()):
-                    if run_id not in owned and not driver.lost:
-                        self.log.warning("lease lost; another worker owns the run", run_id=run_id)
-                        driver.mark_lost()
+                for run_id, driver in held.items():
+                    if run_id in owned or driver.lost or self.drivers.get(run_id) is not driver:
+                        continue
+                    self.log.warning("lease lost; another worker owns the run", run_id=run_id)
+                    driver.mark_lost()
                 await self.activity_runner.renew()
             except InjectedCrash as crash:
                 self._on_crash(crash)

@@ -9,7 +9,10 @@ from engine import App as App
 from engine import ApplicationError as ApplicationError
 from engine import ChildWorkflowError as ChildWorkflowError
 from engine import Client as Client
+from engine import ConfigError as ConfigError
+from engine import FailureClass as FailureClass
 from engine import NondeterminismError as NondeterminismError
+from engine import PerduraConfig as PerduraConfig
 from engine import QueryError as QueryError
 from engine import SandboxViolationError as SandboxViolationError
 from engine import TimeTravelError as TimeTravelError
@@ -20,6 +23,7 @@ from engine import WorkflowFailureError as WorkflowFailureError
 from engine import WorkflowHandle as WorkflowHandle
 from engine import WorkflowTerminatedError as WorkflowTerminatedError
 from engine import WorkflowTimedOutError as WorkflowTimedOutError
+from engine import configure_logging as configure_logging
 from history import Durability as Durability
 from history import PayloadConverter as PayloadConverter
 from history import PerduraError as PerduraError
@@ -30,6 +34,7 @@ from history import RunStatus as RunStatus
 from history import WorkflowAlreadyRunningError as WorkflowAlreadyRunningError
 
 from . import activity as activity
+from . import listeners as listeners
 from . import workflow as workflow
 from ._connect import open_client as open_client
 from ._connect import open_worker as open_worker
@@ -64,4 +69,9 @@ __all__ = [
     "open_client",
     "open_worker",
     "workflow",
+    "ConfigError",
+    "FailureClass",
+    "PerduraConfig",
+    "configure_logging",
+    "listeners",
 ]

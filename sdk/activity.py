@@ -22,6 +22,7 @@ from engine import (
     ActivityCancelledError,
     ActivityDefinition,
     ActivityInfo,
+    ActivityLogger,
     ActivityOptions,
     current_activity,
     current_instance,
@@ -32,7 +33,15 @@ from history import RetryPolicy
 
 from ._durations import seconds
 
-__all__ = ["Activity", "ActivityCancelledError", "ActivityInfo", "defn", "heartbeat", "info"]
+__all__ = [
+    "Activity",
+    "ActivityCancelledError",
+    "ActivityInfo",
+    "defn",
+    "heartbeat",
+    "info",
+    "logger",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -148,3 +157,8 @@ def heartbeat(*details: Any) -> None:
 def info() -> ActivityInfo:
     """The running activity's identity, attempt number and last heartbeat details."""
     return current_activity("activity.info()").info
+
+
+logger = ActivityLogger()
+"""A structlog logger bound to the running attempt: every line carries the workflow and run
+ids, the workflow type, the task queue, the activity type and id, and the attempt number."""

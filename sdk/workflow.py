@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, NoReturn, TypeVar, overload
 
-import structlog
-
 from engine import (
     WORKFLOW_ATTRIBUTE,
     ActivityDefinition,
@@ -32,6 +30,7 @@ from engine import (
     workflow_definition,
 )
 from engine._instance import ChildCall
+from engine._logging import WorkflowLogger
 from history import RetryPolicy
 
 from ._durations import seconds
@@ -421,35 +420,4 @@ def is_replaying() -> bool:
     return current_instance("workflow.is_replaying()").is_replaying
 
 
-class _WorkflowLogger:
-    """A structlog logger bound to the current run, silent while replaying: a recovery does
-    not print every line again."""
-
-    def _emit(self, level: str, event: str, **fields: Any) -> None:
-        instance = current_instance("workflow.logger")
-        if instance.is_replaying:
-            return
-        from engine._sandbox import unrestricted
-
-        bound = structlog.get_logger("perdura.workflow").bind(
-            workflow_id=instance.workflow_id,
-            run_id=instance.run_id,
-            workflow_type=instance.workflow_type,
-        )
-        with unrestricted():
-            getattr(bound, level)(event, **fields)
-
-    def debug(self, event: str, **fields: Any) -> None:
-        self._emit("debug", event, **fields)
-
-    def info(self, event: str, **fields: Any) -> None:
-        self._emit("info", event, **fields)
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self._emit("warning", event, **fields)
-
-    def error(self, event: str, **fields: Any) -> None:
-        self._emit("error", event, **fields)
-
-
-logger = _WorkflowLogger()
+logger = WorkflowLogger()

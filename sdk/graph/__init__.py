@@ -29,6 +29,14 @@ super-step is recorded in the run's history; interrupts suspend the run durably 
 docs/graphs.md.
 """
 
+from engine import describe_graph_run as describe_graph_run
+from engine._graph_records import RESUME_SIGNAL as RESUME_SIGNAL
+from engine._graph_records import STATE_QUERY as STATE_QUERY
+from engine._graph_records import GraphShape as GraphShape
+from engine._graph_render import draw_ascii as draw_ascii
+from engine._graph_render import to_mermaid as to_mermaid
+from engine._graph_view import StateSnapshot as StateSnapshot
+
 from ._builder import END as END
 from ._builder import START as START
 from ._builder import Command as Command
@@ -39,11 +47,6 @@ from ._errors import GraphInterrupt as GraphInterrupt
 from ._errors import GraphRecursionError as GraphRecursionError
 from ._errors import GraphValidationError as GraphValidationError
 from ._errors import InvalidUpdateError as InvalidUpdateError
-from ._records import GraphShape as GraphShape
-from ._render import draw_ascii as draw_ascii
-from ._render import to_mermaid as to_mermaid
-from ._runner import RESUME_SIGNAL as RESUME_SIGNAL
-from ._runner import STATE_QUERY as STATE_QUERY
 from ._runner import NodeContext as NodeContext
 from ._runner import current_node as current_node
 from ._runner import interrupt as interrupt
@@ -53,8 +56,6 @@ from ._state import append as append
 from ._state import merge as merge
 from ._state import reducer as reducer
 from ._state import replace as replace
-from ._travel import StateSnapshot as StateSnapshot
-from ._travel import describe_graph_run as describe_graph_run
 from ._travel import get_graph_state as get_graph_state
 from ._travel import graph_states as graph_states
 from ._travel import resume as resume

@@ -17,19 +17,29 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from engine import WORKFLOW_ATTRIBUTE, Client, WorkflowDefinition, WorkflowHandle, signature_types
+from engine._graph_records import (
+    RESUME_SIGNAL,
+    STATE_QUERY,
+    EdgeShape,
+    ForkOrigin,
+    GraphShape,
+    NodeShape,
+    StartFrom,
+    TaskRef,
+)
+from engine._graph_render import draw_ascii, to_mermaid
+from engine._graph_view import StateSnapshot
 
 from ._builder import END, START, Branch, Join, NodeSpec
 from ._errors import GraphValidationError
-from ._records import EdgeShape, ForkOrigin, GraphShape, NodeShape, StartFrom, TaskRef
-from ._render import draw_ascii, to_mermaid
-from ._runner import RESUME_SIGNAL, STATE_QUERY, GraphRun, node_activity
+from ._runner import GraphRun, node_activity
 from ._state import StateSpec
+from ._travel import graph_states
 
 if TYPE_CHECKING:
     from sdk.activity import Activity
 
     from ._builder import StateGraph
-    from ._travel import StateSnapshot
 
 __all__ = ["CompiledGraph"]
 
@@ -162,7 +172,6 @@ class CompiledGraph:
         touched: forking only reads its history.
         """
         from ._runner import _as_update
-        from ._travel import StateSnapshot, graph_states
 
         handle = source if isinstance(source, WorkflowHandle) else client.get_handle(source)
         if isinstance(at, StateSnapshot):

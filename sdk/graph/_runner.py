@@ -13,7 +13,7 @@ What makes it durable:
   branch on replay and never recomputed: in a parallel step only the branches without a
   recorded result run again after a crash;
 * after every step the merged state, the next tasks and what the run waits for are recorded
-  as a :class:`~sdk.graph._records.Checkpoint` marker: time travel and the UI read states
+  as a :class:`~engine._graph_records.Checkpoint` marker: time travel and the UI read states
   from history without the code, and a fork starts from one;
 * an interrupt records a checkpoint listing what it waits for and then waits on
   ``workflow.wait_condition`` for the resume signal: no worker holds a suspended run.
@@ -30,10 +30,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from .. import activity, workflow
-from ._builder import END, START, Command, NodeSpec, Send
-from ._errors import GraphInterrupt, GraphRecursionError, InvalidUpdateError
-from ._records import (
+from engine._graph_records import (
+    RESUME_SIGNAL,
+    STATE_QUERY,
     Checkpoint,
     Goto,
     InterruptRecord,
@@ -44,6 +43,10 @@ from ._records import (
     TaskRef,
     Waiting,
 )
+
+from .. import activity, workflow
+from ._builder import END, START, Command, NodeSpec, Send
+from ._errors import GraphInterrupt, GraphRecursionError, InvalidUpdateError
 from ._state import StateSpec
 
 if TYPE_CHECKING:
@@ -58,12 +61,6 @@ __all__ = [
     "interrupt",
     "node_activity",
 ]
-
-RESUME_SIGNAL = "__graph_resume"
-"""The signal that answers what a suspended graph run waits for (see :func:`resume`)."""
-STATE_QUERY = "__graph_state"
-"""The query that returns a graph run's step, state, next tasks and what it waits for."""
-
 
 # -- inside a node ---------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import pytest
-from conftest import WAIT, eventually
+from graph_support import WAIT, eventually
 
 import engine._instance
 from engine import Worker

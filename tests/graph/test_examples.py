@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WAIT, WorkerProcess, eventually, wait_until_waiting
+from graph_support import WAIT, WorkerProcess, eventually, wait_until_waiting
 
 from engine import Worker
 from engine._faults import Faults

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-from conftest import WAIT, wait_until_waiting
+from graph_support import WAIT, wait_until_waiting
 
 from engine import Client
 from sdk import open_client, open_worker
@@ -199,7 +199,7 @@ async def test_a_node_may_interrupt_several_times_and_gets_each_answer(db_path: 
             description = await wait_until_waiting(handle)
             return description if description["waiting"][0]["value"] == "city?" else None
 
-        from conftest import eventually
+        from graph_support import eventually
 
         second = await eventually(handle, second_question)
         await resume(handle, "Oslo")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdk.graph import END, START, StateGraph
+from sdk.graph import END, START, StateGraph, draw_ascii
 
 
 def step(state: dict[str, Any]) -> None:
@@ -43,3 +43,18 @@ def test_ascii_drawing_lists_layers_top_down_and_marks_loops() -> None:
     assert "    fix --> check   (loops back)" in lines
     assert "    check -.ok.-> publish" in lines
     assert lines[-2] == "( __end__ )"
+
+
+def test_ascii_drawing_marks_the_running_and_the_waiting_nodes() -> None:
+    graph = branching()
+    lines = draw_ascii(graph.shape, running=["fetch"], waiting=["fix"]).splitlines()
+    running = lines.index("| fetch |   <- running: fetch")
+    waiting = lines.index("| fix |  | publish |   <- waiting: fix")
+    assert lines[running - 1] == lines[running + 1] == "+=======+"
+    assert lines[waiting - 1] == "+=====+  +---------+"
+    assert "| check |" in lines  # unmarked nodes keep their plain boxes
+
+
+def test_ascii_drawing_ignores_marks_for_nodes_the_graph_does_not_have() -> None:
+    graph = branching()
+    assert draw_ascii(graph.shape, running=["ghost"]) == graph.draw_ascii()

@@ -401,8 +401,9 @@ def test_a_file_that_is_not_a_perdura_store_is_refused(
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        ("postgres://db/perdura", "unsupported store URL scheme 'postgres'"),
+        ("mysql://db/perdura", "unsupported store URL scheme 'mysql'"),
         ("sqlite://relative.db", "bad store URL"),
+        ("postgresql://postgres@127.0.0.1:1/test", "cannot reach PostgreSQL"),
     ],
 )
 def test_a_bad_store_url_is_a_one_line_error(
@@ -505,7 +506,7 @@ def test_an_unexpected_error_is_one_line_unless_debugging(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("renderer bug")
 
-    monkeypatch.setattr("engine.cli.build_timeline", broken)
+    monkeypatch.setattr("engine._cli_runs.build_timeline", broken)
     code, _, err = run(capsys, "timeline", "hello-1", "--store", store_url)
     assert code == 1
     assert_one_line_error(err, "unexpected RuntimeError: renderer bug", "PERDURA_DEBUG=1")

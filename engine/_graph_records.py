@@ -1,8 +1,9 @@
 """What a graph run writes into history, and what its node activities exchange.
 
 Everything here is a msgspec Struct in builtins-friendly form, because history must stay
-readable without the graph's code: the web UI, ``describe_graph_run`` and time travel read
-these records straight from stored events.
+readable without the graph's code. The records live in ``engine`` (``sdk.graph`` writes them,
+imports point ``sdk -> engine``) so that the engine's readers, the CLI, the HTTP server and
+the web UI, can recognise and draw a graph run from its stored events alone.
 
 * :class:`NodeTask` is the argument of a node activity, :class:`NodeResult` its result.
 * :class:`Checkpoint` is recorded (a side-effect marker) after every super-step and whenever
@@ -10,7 +11,7 @@ these records straight from stored events.
   waits for. Its ``perdura_graph`` tag is how a reader recognises it among other markers.
 * :class:`StartFrom` is the second argument of a graph run that does not start from
   ``START``: a fork (time travel) or the continuation of a run that continued as new.
-* :class:`ResumeRequest` is the payload of the resume signal.
+* :class:`ResumeRequest` is the payload of the :data:`RESUME_SIGNAL` signal.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ import msgspec
 
 __all__ = [
     "CHECKPOINT_TAG",
+    "RESUME_SIGNAL",
+    "STATE_QUERY",
     "Checkpoint",
     "EdgeShape",
     "ForkOrigin",
+    "Goto",
     "GraphShape",
     "InterruptRecord",
     "NodeResult",
@@ -33,9 +37,15 @@ __all__ = [
     "StartFrom",
     "TaskRef",
     "Waiting",
+    "checkpoint_from",
 ]
 
 CHECKPOINT_TAG = "checkpoint"
+"""The ``perdura_graph`` tag of a :class:`Checkpoint` marker value."""
+RESUME_SIGNAL = "__graph_resume"
+"""The signal that answers what a suspended graph run waits for (``sdk.graph.resume``)."""
+STATE_QUERY = "__graph_state"
+"""The query that returns a graph run's step, state, next tasks and what it waits for."""
 
 
 class TaskRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -173,9 +183,6 @@ class ResumeRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     value: Any = None
     update: dict[str, Any] | None = None
     interrupt_id: str | None = None
-
-
-_checkpoint_decoder = msgspec.json.Decoder(Checkpoint)
 
 
 def checkpoint_from(value: Any) -> Checkpoint | None:

@@ -1,8 +1,8 @@
 """Drawing a graph: Mermaid for documents and the web UI, plain text for terminals.
 
-Both work from a :class:`~sdk.graph._records.GraphShape`, the nodes-and-edges record a run
-keeps in its history, so a graph can be drawn from a stored run without its code, with the
-nodes running or waiting highlighted.
+Both work from a :class:`~engine._graph_records.GraphShape`, the nodes-and-edges record a run
+keeps in its history, so a graph can be drawn from a stored run without its code (by the
+CLI, the server and the web UI), with the nodes running or waiting highlighted.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-from ._records import EdgeShape, GraphShape
+from ._graph_records import EdgeShape, GraphShape
 
 __all__ = ["draw_ascii", "to_mermaid"]
 
@@ -100,7 +100,9 @@ def _layers(shape: GraphShape) -> list[list[str]]:
     return layers
 
 
-def _boxes(names: list[str], kinds: dict[str, str]) -> list[str]:
+def _boxes(names: list[str], kinds: dict[str, str], marks: dict[str, str]) -> list[str]:
+    """A row of boxes; a marked node's box has ``=`` borders, and the row says why."""
+
     def edge(name: str) -> tuple[str, str]:
         if kinds.get(name) in ("start", "end"):
             return "(", ")"
@@ -112,10 +114,18 @@ def _boxes(names: list[str], kinds: dict[str, str]) -> list[str]:
     for name in names:
         left, right = edge(name)
         inner = f"{left} {name} {right}"
-        tops.append("+" + "-" * (len(inner) - 2) + "+")
+        border = "+" + ("=" if name in marks else "-") * (len(inner) - 2) + "+"
+        tops.append(border)
         mids.append(inner)
-        bottoms.append("+" + "-" * (len(inner) - 2) + "+")
-    return ["  ".join(tops), "  ".join(mids), "  ".join(bottoms)]
+        bottoms.append(border)
+    middle = "  ".join(mids)
+    marked: dict[str, list[str]] = {}
+    for name in names:
+        if name in marks:
+            marked.setdefault(marks[name], []).append(name)
+    if marked:
+        middle += "   <- " + "; ".join(f"{why}: {', '.join(who)}" for why, who in marked.items())
+    return ["  ".join(tops), middle, "  ".join(bottoms)]
 
 
 def _edge_text(edge: EdgeShape, back: bool) -> str:
@@ -128,16 +138,25 @@ def _edge_text(edge: EdgeShape, back: bool) -> str:
     return f"    {edge.source} {arrow} {edge.target}" + ("   (loops back)" if back else "")
 
 
-def draw_ascii(shape: GraphShape) -> str:
+def draw_ascii(
+    shape: GraphShape,
+    *,
+    running: Collection[str] = (),
+    waiting: Collection[str] = (),
+) -> str:
     """The graph as plain ASCII text: one row of boxes per layer (distance from START), and
     under each row the edges leaving it (``-->`` edge, ``-.label.->`` conditional, ``==>``
-    join; edges to an earlier row are marked as loops)."""
+    join; edges to an earlier row are marked as loops). Nodes in ``running`` / ``waiting``
+    get ``=`` borders and their row ends with ``<- running: ...`` / ``<- waiting: ...``, so a
+    terminal shows where a run is without colour."""
     kinds = {node.name: node.kind for node in shape.nodes}
+    marks = {name: "running" for name in running if name in kinds}
+    marks.update({name: "waiting" for name in waiting if name in kinds})
     layers = _layers(shape)
     row_of = {name: i for i, row in enumerate(layers) for name in row}
     out: list[str] = []
     for index, row in enumerate(layers):
-        out.extend(_boxes(row, kinds))
+        out.extend(_boxes(row, kinds, marks))
         leaving = [e for e in shape.edges if row_of.get(e.source) == index]
         for edge in leaving:
             out.append(_edge_text(edge, row_of.get(edge.target, 0) <= index))

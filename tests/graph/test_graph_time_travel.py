@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import pytest
-from conftest import WAIT, eventually
+from graph_support import WAIT, eventually
 
 from engine import Client
 from sdk import open_client, open_worker

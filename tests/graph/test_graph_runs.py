@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypedDict
 
 import msgspec
 import pytest
-from conftest import WAIT
+from graph_support import WAIT
 
 from engine import Client
 from history import ActivityCompleted, ActivityFailed, ActivityScheduled, PayloadConverter
