@@ -270,6 +270,7 @@ class StateGraph:
         interrupt_after: Iterable[str] = (),
         recursion_limit: int = 25,
         max_concurrency: int | None = None,
+        checkpoint_every: int | None = None,
     ) -> CompiledGraph:
         """Validate the graph and make it a workflow type called ``name``.
 
@@ -277,7 +278,10 @@ class StateGraph:
         ``<name>.<node>``): keep it stable once runs exist. ``interrupt_before`` /
         ``interrupt_after`` suspend the run before / after those nodes until it is resumed.
         ``recursion_limit`` bounds the super-steps of one run; ``max_concurrency`` the
-        branches running at once.
+        branches running at once. ``checkpoint_every`` records the state every N super-steps
+        (default: the client's ``PerduraConfig.checkpoint_every``, 1 unless configured); the
+        state at an interrupt and at the end is always recorded. The value a run uses is
+        recorded with its input, so every worker replays it the same way.
         """
         from ._compiled import CompiledGraph
 
@@ -295,6 +299,12 @@ class StateGraph:
             raise GraphValidationError(
                 f"max_concurrency must be a positive integer or None, got {max_concurrency!r}"
             )
+        if checkpoint_every is not None and (
+            not isinstance(checkpoint_every, int) or checkpoint_every < 1
+        ):
+            raise GraphValidationError(
+                f"checkpoint_every must be a positive integer or None, got {checkpoint_every!r}"
+            )
         before = tuple(interrupt_before)
         after = tuple(interrupt_after)
         for option, names in (("interrupt_before", before), ("interrupt_after", after)):
@@ -311,6 +321,7 @@ class StateGraph:
             interrupt_after=frozenset(after),
             recursion_limit=recursion_limit,
             max_concurrency=max_concurrency,
+            checkpoint_every=checkpoint_every,
         )
 
     def _known(self) -> str:

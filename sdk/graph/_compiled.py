@@ -56,6 +56,7 @@ class CompiledGraph:
         interrupt_after: frozenset[str],
         recursion_limit: int,
         max_concurrency: int | None,
+        checkpoint_every: int | None = None,
     ) -> None:
         self.name = name
         self.spec: StateSpec = builder.spec
@@ -77,6 +78,7 @@ class CompiledGraph:
         self.interrupt_after = interrupt_after
         self.recursion_limit = recursion_limit
         self.max_concurrency = max_concurrency
+        self.checkpoint_every = checkpoint_every
         self.shape = _shape(builder)
         self.node_activities: dict[str, Activity[Any, Any]] = {
             node.name: node_activity(name, node, self.spec)
@@ -140,6 +142,8 @@ class CompiledGraph:
         return await client.start_workflow(
             self,
             input,
+            None,
+            self._checkpoint_every(client),
             id=id,
             task_queue=task_queue,
             execution_timeout=execution_timeout,
@@ -212,8 +216,19 @@ class CompiledGraph:
         )
         info = await handle.run_info()
         return await client.start_workflow(
-            self, None, start, id=id, task_queue=task_queue or info.task_queue
+            self,
+            None,
+            start,
+            self._checkpoint_every(client),
+            id=id,
+            task_queue=task_queue or info.task_queue,
         )
+
+    def _checkpoint_every(self, client: Client) -> int:
+        """The graph's own setting, else the client's configured default."""
+        if self.checkpoint_every is not None:
+            return self.checkpoint_every
+        return client.config.checkpoint_every
 
     # -- drawing ------------------------------------------------------------------------------
 

@@ -243,8 +243,11 @@ class GraphRun:
 
     # -- the run -------------------------------------------------------------------------------
 
-    async def run(self, input: Any = None, start: StartFrom | None = None) -> Any:
+    async def run(
+        self, input: Any = None, start: StartFrom | None = None, checkpoint_every: int = 1
+    ) -> Any:
         graph = self.graph
+        self._every = max(1, checkpoint_every)
         spec = graph.spec
         self._pending_checkpoints: list[asyncio.Future[Any]] = []
         self._semaphore = (
@@ -294,6 +297,7 @@ class GraphRun:
                         joins=self.joins,
                         source="continue",
                     ),
+                    checkpoint_every,
                 )
             tasks = self.next
             before = [t for t in tasks if t.node in graph.interrupt_before]
@@ -319,7 +323,8 @@ class GraphRun:
             self.step += 1
             finished = [task.node for task in tasks]
             self.next, self.joins = self._successors(finished, results, previous_joins)
-            self._checkpoint("loop")
+            if self.step % self._every == 0 or not self.next:
+                self._checkpoint("loop")
             after = [t for t in tasks if t.node in graph.interrupt_after]
             if after:
                 _, updated = await self._suspend(
@@ -412,6 +417,7 @@ class GraphRun:
             sub.definition.name,
             child_input,
             None,
+            sub.checkpoint_every or self._every,
             id=f"{workflow.info().workflow_id}/{task.id}",
             task_queue=node.task_queue,
         )

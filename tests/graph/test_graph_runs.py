@@ -21,6 +21,7 @@ from sdk.graph import (
     START,
     Command,
     CompiledGraph,
+    GraphValidationError,
     Send,
     StateGraph,
     append,
@@ -357,3 +358,52 @@ async def test_activity_argument_names_the_task_for_other_readers(db_path: Path)
     argument = PayloadConverter().decode(scheduled.args[0])
     assert argument["task"] == {"id": "0:a", "node": "a"}
     assert argument["graph"] == "args"
+
+
+
+class Ticks(TypedDict, total=False):
+    n: int
+
+
+def tick(state: Ticks) -> dict[str, Any]:
+    return {"n": state["n"] + 1}
+
+
+def ticking(name: str, **options: Any) -> CompiledGraph:
+    builder = StateGraph(Ticks)
+    builder.add_node("tick", tick)
+    builder.add_edge(START, "tick")
+    builder.add_conditional_edges("tick", lambda s: "tick" if s["n"] < 5 else END)
+    return builder.compile(name=name, **options)
+
+
+async def test_checkpoint_every_records_the_state_every_n_super_steps_and_at_the_end(
+    db_path: Path,
+) -> None:
+    graph = ticking("ticks_every_2", checkpoint_every=2)
+    async with serving(db_path, graph) as client:
+        assert (await run(client, graph, {"n": 0}))["n"] == 5
+        states = await graph_states(client.get_handle("run-1"))
+
+    # The input, then after super-steps 2 and 4, then the last one (5) at the end.
+    assert [(s.source, s.step) for s in states] == [
+        ("input", 0),
+        ("loop", 2),
+        ("loop", 4),
+        ("loop", 5),
+    ]
+
+
+async def test_checkpoint_every_defaults_to_the_clients_configuration(db_path: Path) -> None:
+    graph = ticking("ticks_configured")
+    async with serving(db_path, graph) as client:
+        client.config = msgspec.structs.replace(client.config, checkpoint_every=5)
+        assert (await run(client, graph, {"n": 0}))["n"] == 5
+        states = await graph_states(client.get_handle("run-1"))
+
+    assert [(s.source, s.step) for s in states] == [("input", 0), ("loop", 5)]
+
+
+def test_checkpoint_every_must_be_a_positive_integer() -> None:
+    with pytest.raises(GraphValidationError, match="checkpoint_every must be a positive integer"):
+        ticking("bad_every", checkpoint_every=0)
