@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from engine import Client, Clock, Worker
+from engine import Client, Clock, PerduraConfig, Worker
 from history import Durability, PayloadConverter, Store, open_store
 
 __all__ = ["open_client", "open_worker"]
@@ -17,23 +17,34 @@ __all__ = ["open_client", "open_worker"]
 async def open_client(
     store: str | Path | Store | None = None,
     *,
-    durability: Durability = Durability.FULL,
+    durability: Durability | None = None,
     converter: PayloadConverter | None = None,
     clock: Clock | None = None,
     workflows: Iterable[object] = (),
+    config: PerduraConfig | None = None,
 ) -> AsyncIterator[Client]:
     """A client on ``store``: a URL (``sqlite:///app.db``), a path, an open store, or
-    ``None`` for ``$PERDURA_STORE`` / ``perdura.db``. A store opened here is closed on exit.
-    ``workflows`` is the code the client may replay to answer queries.
+    ``None`` for ``config.store``, then ``$PERDURA_STORE`` / ``perdura.db``. A store opened
+    here is closed on exit. ``workflows`` is the code the client may replay to answer queries.
+
+    ``config`` (default: ``PerduraConfig.from_env()``) gives the defaults: the store's
+    durability (unless ``durability`` is given), the execution timeout of new runs, and what
+    workers opened with :func:`open_worker` on this client apply.
     """
+    config = config if config is not None else PerduraConfig.from_env()
     if store is None or isinstance(store, str | Path):
-        opened = await open_store(store, durability=durability)
+        opened = await open_store(
+            store if store is not None else config.store,
+            durability=durability if durability is not None else config.durability,
+        )
         try:
-            yield Client(opened, converter=converter, clock=clock, workflows=workflows)
+            yield Client(
+                opened, converter=converter, clock=clock, workflows=workflows, config=config
+            )
         finally:
             await opened.close()
     else:
-        yield Client(store, converter=converter, clock=clock, workflows=workflows)
+        yield Client(store, converter=converter, clock=clock, workflows=workflows, config=config)
 
 
 @asynccontextmanager
@@ -49,8 +60,9 @@ async def open_worker(
     store, clock and converter; runs started through ``client`` reach it without polling.
 
     ``options`` are :class:`engine.Worker`'s keyword arguments (identity, concurrency,
-    lease_seconds, keep_alive …).
+    lease_seconds, keep_alive …); ``config`` defaults to the client's.
     """
+    options.setdefault("config", client.config)
     worker = Worker(
         client.store,
         task_queue=task_queue,
