@@ -123,7 +123,10 @@ async def cmd_server(args: argparse.Namespace, out: Output) -> int:
     """The HTTP API, the web UI and a worker per task queue in this one process."""
     from .server import TOKEN_ENV, RunningServer, serve  # uvicorn and starlette: only here
 
-    configure_logging()
+    config = load_config(args)
+    if args.store is None and config.store is not None:
+        args.store = config.store
+    configure_logging(config)
 
     def on_ready(server: RunningServer) -> None:
         if args.json:  # one line: a script reads it from the still-running process
@@ -152,6 +155,7 @@ async def cmd_server(args: argparse.Namespace, out: Output) -> int:
         run_worker=not args.no_worker,
         task_queues=args.task_queue or ["default"],
         identity=args.identity,
+        worker_options={"config": config},
         log_level=args.log_level,
         on_ready=on_ready,
     )

@@ -281,6 +281,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--identity", metavar="ID", help="the worker's stable name")
     server.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML configuration for the built-in worker (default: $PERDURA_CONFIG)",
+    )
+    server.add_argument(
         "--log-level",
         default="warning",
         choices=["critical", "error", "warning", "info", "debug", "trace"],
