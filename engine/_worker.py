@@ -23,7 +23,14 @@ from typing import Any
 
 import structlog
 
-from history import PayloadConverter, Store, StoreError, WorkNotifier
+from history import (
+    AppendRequest,
+    HeldRunNotifier,
+    PayloadConverter,
+    Store,
+    StoreError,
+    WorkNotifier,
+)
 
 from ._autorecover import AutoRecovery
 from ._classify import Classifier, FailurePolicy
@@ -200,6 +207,10 @@ class Worker:
         self.max_concurrent_activities = max_concurrent_activities
         self.drivers: dict[str, RunDriver] = {}
         self._driver_tasks: dict[str, asyncio.Task[None]] = {}
+        # (scale-out) Runs whose driver ended, with its fence: one still leased to this
+        # identity at the next renewal was never handed back (the store failed under its
+        # driver) and is released then, or nothing would ever reclaim it.
+        self._ended: dict[str, int] = {}
         self._wakeup = asyncio.Event()
         self._background: asyncio.Task[None] | None = None
         self._run_task: asyncio.Task[Any] | None = None
@@ -304,14 +315,28 @@ class Worker:
 
     async def _listen_for_work(self) -> Callable[[], None]:
         """Poll at once, not at the next poll interval, when the store says work may be ready
-        (a store that can tell: ``history.WorkNotifier``; PostgreSQL's comes from any process)."""
-        if not isinstance(self.store, WorkNotifier):
-            return _nothing
+        (a store that can tell: ``history.WorkNotifier``; PostgreSQL's comes from any process);
+        and catch a held run up at once when another process appends to it
+        (``history.HeldRunNotifier``)."""
+        removers: list[Callable[[], None]] = []
         try:
-            return await self.store.add_work_listener(self.task_queue, self.notify)
+            if isinstance(self.store, WorkNotifier):
+                removers.append(await self.store.add_work_listener(self.task_queue, self.notify))
+            if isinstance(self.store, HeldRunNotifier):
+                removers.append(await self.store.add_held_run_listener(self._notify_held))
         except StoreError as exc:
             self.log.warning("cannot listen for new work; polling only", error=str(exc))
-            return _nothing
+
+        def remove_all() -> None:
+            for remove in removers:
+                remove()
+
+        return remove_all
+
+    def _notify_held(self, run_id: str) -> None:
+        driver = self.drivers.get(run_id)
+        if driver is not None:
+            driver.notify()
 
     def _on_crash(self, crash: InjectedCrash) -> None:
         if self.crashed is None:
@@ -403,6 +428,7 @@ class Worker:
         finally:
             self.drivers.pop(driver.run_id, None)
             self._driver_tasks.pop(driver.run_id, None)
+            self._ended[driver.run_id] = driver.fence
             self._wakeup.set()
 
     async def _renew_loop(self) -> None:
@@ -421,9 +447,36 @@ class Worker:
                         continue
                     self.log.warning("lease lost; another worker owns the run", run_id=run_id)
                     driver.mark_lost()
+                await self._release_abandoned(owned)
                 await self.activity_runner.renew()
             except InjectedCrash as crash:
                 self._on_crash(crash)
                 return
             except Exception:
                 self.log.exception("lease renewal failed; will retry")
+
+    async def _release_abandoned(self, owned: set[str]) -> None:
+        """Hand back runs this identity still holds that no driver drives: their driver
+        ended without releasing them (the store failed under it). Fenced, so a run claimed
+        again meanwhile (a new fence) is left alone; a renewal is the first moment the store
+        answers again, and this worker never reclaims its own leases, so without this such a
+        run would be renewed forever and never driven."""
+        for run_id, fence in list(self._ended.items()):
+            if run_id in owned and run_id not in self.drivers:
+                [result] = await self.store.append(
+                    [
+                        AppendRequest(
+                            run_id=run_id,
+                            events=[],
+                            now=self.clock.now(),
+                            fence=fence,
+                            release=True,
+                            wake_at=self.clock.now(),
+                        )
+                    ]
+                )
+                if result.error is None:
+                    self.log.warning("released a run its ended driver still held", run_id=run_id)
+                    self._wakeup.set()
+            if self._ended.get(run_id) == fence:
+                del self._ended[run_id]

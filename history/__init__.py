@@ -80,6 +80,7 @@ from ._url import DEFAULT_STORE_URL as DEFAULT_STORE_URL
 from ._url import STORE_URL_ENV as STORE_URL_ENV
 from ._url import open_store as open_store
 from ._url import store_kind as store_kind
+from ._wake import HeldRunNotifier as HeldRunNotifier
 from ._wake import WorkNotifier as WorkNotifier
 
 __all__ = [
@@ -108,6 +109,7 @@ __all__ = [
     "Event",
     "ExportedHistory",
     "Failure",
+    "HeldRunNotifier",
     "HistoryFileError",
     "LeaseLostError",
     "MarkerRecorded",

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["WorkNotifier"]
+__all__ = ["HeldRunNotifier", "WorkNotifier"]
 
 
 @runtime_checkable
@@ -30,4 +30,20 @@ class WorkNotifier(Protocol):
         """Call ``callback`` (on the event loop, without arguments) whenever a write may have
         made a run or an activity task of ``task_queue`` claimable, or moved its next wake-up
         earlier. Returns a function that removes the listener."""
+        ...
+
+
+@runtime_checkable
+class HeldRunNotifier(Protocol):
+    """A store that can call back when another process appends an external event (a signal,
+    a cancel request, a remote activity's result) to a run some worker holds.
+
+    The holder's driver would otherwise see the event only when its keep-alive ends or its
+    next append conflicts; told, it catches up at once. A hint like :class:`WorkNotifier`'s.
+    """
+
+    async def add_held_run_listener(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(run_id)`` (on the event loop) for every such append, whoever holds
+        the run: the listener ignores runs it does not drive. Returns a function that removes
+        the listener."""
         ...
