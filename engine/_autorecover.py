@@ -43,7 +43,6 @@ from history import (
 from ._classify import FailureClass, run_failure_class
 from ._client import Client
 from ._config import RecoveryConfig
-from ._observe import RunView
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -140,21 +139,18 @@ class AutoRecovery:
             )
         except WorkflowAlreadyRunningError:
             return None  # another worker's service (or a person) was first
-        new = await handle.run_info()
         self.recoveries += 1
-        self.worker.observer.recovered(
-            RunView(
-                workflow_id=new.workflow_id,
-                run_id=new.run_id,
-                workflow_type=new.workflow_type,
-                task_queue=new.task_queue,
-                started_at=new.started_at,
-            ),
-            from_run_id=info.run_id,
+        # Metrics, the log line and the listener event come with the new run's first step
+        # (engine/_observe.py), once, whichever worker makes it.
+        log.info(
+            "recovering failed run",
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            new_run_id=handle.run_id,
             failure_class=failure_class.value,
-            reason=reason,
         )
-        return new.run_id
+        assert handle.run_id is not None
+        return handle.run_id
 
     async def _recoveries_before(self, started: WorkflowStarted) -> int:
         """How many recoveries in a row led to the run that ``started`` starts."""

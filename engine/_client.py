@@ -69,7 +69,13 @@ from ._errors import (
 from ._failure import error_from_failure
 from ._outcomes import child_outcome, open_children, parent_close_notices
 from ._query import QueryError, answer_query
-from ._timetravel import CopiedHistory, TimeTravelError, copy_prefix, recovery_cut
+from ._timetravel import (
+    CopiedHistory,
+    TimeTravelError,
+    copy_prefix,
+    failure_class_at,
+    recovery_cut,
+)
 
 #: Longest wait in ``result()`` between two looks at a run that is still open.
 RESULT_RECHECK_SECONDS = 2.0
@@ -508,7 +514,13 @@ class WorkflowHandle:
             )
         history = await store.read_history(info.run_id)
         cut = recovery_cut(history)
-        origin = RunOrigin(kind="recover", run_id=info.run_id, event_id=cut, reason=reason)
+        origin = RunOrigin(
+            kind="recover",
+            run_id=info.run_id,
+            event_id=cut,
+            reason=reason,
+            failure_class=failure_class_at(history, cut),
+        )
         return await self._start_copy(copy_prefix(history, cut, origin), now)
 
     async def reset(self, to_event_id: int, reason: str = "") -> WorkflowHandle:

@@ -261,6 +261,7 @@ class RunDriver:
                 task_queue=instance.started.task_queue,
                 started_at=instance.started.timestamp,
                 activity_type=lambda seq: activities[seq].activity_type,
+                origin=instance.started.origin,
             )
         return self.view
 

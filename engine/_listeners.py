@@ -98,7 +98,9 @@ class ExecutionCancelled(ExecutionEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class ExecutionRecovered(ExecutionEvent):
-    """This worker's recovery service started ``run_id`` to carry on failed ``from_run_id``."""
+    """``run_id``, which carries on failed ``from_run_id`` (``recover()``, called by a person
+    or by the automatic recovery service), made its first step. Told by the worker that made
+    it, once; ``failure_class`` is the class of the failure recovered from."""
 
     from_run_id: str
     failure_class: str

@@ -26,6 +26,7 @@ from history import (
     ActivityTimedOut,
     AnyEvent,
     Failure,
+    RunOrigin,
     WorkflowCancelled,
     WorkflowCompleted,
     WorkflowContinuedAsNew,
@@ -57,6 +58,15 @@ class RunView:
     started_at: datetime
     activity_type: Callable[[int], str] = field(default=lambda seq: "")
     """The activity type of activity ``seq`` of the run."""
+    origin: RunOrigin | None = None
+    """Where the run's copied history came from (recover, reset, fork, import), if it has
+    one."""
+
+    @property
+    def first_new_event_id(self) -> int:
+        """The run's first event after its ``WorkflowStarted`` and any copied history: the
+        append that writes it happens exactly once, whichever worker makes it."""
+        return 2 + (self.origin.copied if self.origin is not None else 0)
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -156,9 +166,10 @@ class Observer:
         out: list[ev.ExecutionEvent] = []
         listening = bool(self.listeners)
         base = view.fields()
+        first_new = view.first_new_event_id
         for event in events:
             kind = type(event)
-            first = event.event_id == 2  # the one event after WorkflowStarted: appended once
+            first = event.event_id == first_new  # appended once, by whoever appends it
             if not first and (
                 kind not in _REPORTED or (kind is ActivityCompleted and not listening)
             ):
@@ -167,6 +178,9 @@ class Observer:
             if first:
                 self.metrics.execution_started(view.workflow_type)
                 out.append(ev.ExecutionStarted(**common, started_at=view.started_at))
+                origin = view.origin
+                if origin is not None and origin.kind == "recover":
+                    out.append(self._recovered(view, origin, common))
             if kind is ActivityCompleted or kind is ActivityFailed or kind is ActivityTimedOut:
                 out.append(self._activity_outcome(view, event, common))
             elif kind in _CLOSING:
@@ -328,28 +342,24 @@ class Observer:
 
     # -- recovery --------------------------------------------------------------------------
 
-    def recovered(
-        self, view: RunView, *, from_run_id: str, failure_class: str, reason: str
-    ) -> None:
-        """The recovery service started ``view``'s run to carry on ``from_run_id``."""
+    def _recovered(
+        self, view: RunView, origin: RunOrigin, common: dict[str, Any]
+    ) -> ev.ExecutionRecovered:
+        """A run that carries on a failed one (``recover()``, by a person or the automatic
+        recovery service) made its first step."""
+        failure_class = origin.failure_class or "unknown"
         self.metrics.recovered(view.workflow_type, failure_class)
         log.info(
             "failed run recovered",
             **view.fields(),
-            from_run_id=from_run_id,
+            from_run_id=origin.run_id,
             failure_class=failure_class,
         )
-        self.listeners.emit(
-            [
-                ev.ExecutionRecovered(
-                    **view.fields(),
-                    timestamp=to_datetime(self.clock.now()),
-                    event_id=1,
-                    from_run_id=from_run_id,
-                    failure_class=failure_class,
-                    reason=reason,
-                )
-            ]
+        return ev.ExecutionRecovered(
+            **common,
+            from_run_id=origin.run_id,
+            failure_class=failure_class,
+            reason=origin.reason,
         )
 
 

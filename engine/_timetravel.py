@@ -37,7 +37,7 @@ from history import (
     WorkflowStarted,
 )
 
-__all__ = ["CopiedHistory", "TimeTravelError", "copy_prefix", "recovery_cut"]
+__all__ = ["CopiedHistory", "TimeTravelError", "copy_prefix", "failure_class_at", "recovery_cut"]
 
 _ActivityEvent = (
     ActivityScheduled | ActivityCompleted | ActivityFailed | ActivityTimedOut | ActivityHeartbeat
@@ -113,7 +113,7 @@ def copy_prefix(
         first,
         event_id=1,
         workflow_id=workflow_id or first.workflow_id,
-        origin=origin,
+        origin=msgspec.structs.replace(origin, copied=len(kept)),
         parent_run_id=first.parent_run_id if keep_parent else None,
         parent_seq=first.parent_seq if keep_parent else 0,
     )
@@ -138,3 +138,18 @@ def recovery_cut(history: Sequence[AnyEvent]) -> int:
         if isinstance(event, ActivityCompleted | ChildWorkflowCompleted):
             break  # a step succeeded after any earlier failure: the code itself failed
     return last.event_id - 1
+
+
+def failure_class_at(history: Sequence[AnyEvent], cut: int) -> str | None:
+    """The class recorded for the failure a recovery cut at ``cut`` recovers from: that of
+    the failing step (the event just after the cut), else of the run's own failure."""
+    failing = history[cut] if cut < len(history) else None
+    if isinstance(failing, ActivityFailed | ChildWorkflowFailed):
+        if failing.failure.classification is not None:
+            return failing.failure.classification
+    if isinstance(failing, ActivityTimedOut):
+        return "timeout"
+    last = history[-1]
+    if isinstance(last, WorkflowFailed):
+        return last.failure.classification
+    return None

@@ -100,7 +100,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_de
     timestamp: datetime
 
 
-class RunOrigin(msgspec.Struct, frozen=True, kw_only=True):
+class RunOrigin(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Where a copied history came from: ``kind`` is ``reset``, ``fork``, ``recover`` or
     ``import``; ``event_id`` is the last event of ``run_id`` the copy was cut after (before
     trimming unfinished steps)."""
@@ -109,6 +109,11 @@ class RunOrigin(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
     event_id: int = 0
     reason: str = ""
+    copied: int = 0
+    """How many events after ``WorkflowStarted`` the copy holds: the run's own events start
+    at ``copied + 2``."""
+    failure_class: str | None = None
+    """For a recovery: the class of the failure recovered from (``transient`` …)."""
 
 
 class WorkflowStarted(Event, frozen=True, kw_only=True, tag=True):

@@ -240,6 +240,8 @@ def test_reset_runs_the_steps_after_the_chosen_event_again(cli: Cli) -> None:
         "run_id": old,
         "event_id": 3,
         "reason": "redo transform",
+        "copied": 2,  # events 2 and 3: extract scheduled and completed
+        "failure_class": None,
     }
 
 

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 import structlog.testing
 from obs_support import WAIT
@@ -306,3 +307,78 @@ async def test_an_activity_worker_on_another_queue_tells_its_listeners_about_the
     retry = seen[1]
     assert isinstance(retry, listeners.RetryAttempt)
     assert (retry.activity_type, retry.failure_class) == ("settle", "transient")
+
+
+broken: set[str] = set()
+
+
+@activity.defn
+async def fragile(name: str) -> str:
+    if name in broken:
+        raise ConnectionError(f"{name}: connection reset")
+    return f"{name} done"
+
+
+@workflow.defn
+async def two_fragile_steps(order_id: str) -> list[str]:
+    policy = RetryPolicy(initial_interval=0.0, maximum_attempts=2)
+    return [
+        await workflow.execute_activity(fragile, f"{order_id}/{n}", retry_policy=policy)
+        for n in ("reserve", "charge")
+    ]
+
+
+async def test_a_run_recovered_by_hand_tells_recovered_and_started_once(db_path: Path) -> None:
+    seen: list[listeners.ExecutionEvent] = []
+    broken.add("o-9/charge")
+    async with open_client(db_path) as client:
+        async with open_worker(
+            client,
+            task_queue=QUEUE,
+            workflows=[two_fragile_steps],
+            activities=[fragile],
+            listeners=[seen.append],
+        ) as worker:
+            handle = await client.start_workflow(
+                two_fragile_steps, "o-9", id="o-9", task_queue=QUEUE
+            )
+            with pytest.raises(WorkflowFailureError):
+                await asyncio.wait_for(handle.result(), WAIT)
+            failed_run = handle.run_id
+            broken.clear()
+            recovered = await handle.recover(reason="network is back")
+            await asyncio.wait_for(recovered.result(), WAIT)
+            await worker.listeners.drain()
+
+    kinds = _kinds([e for e in seen if e.run_id == recovered.run_id])
+    started_at = kinds.index("ExecutionStarted")
+    assert kinds[started_at : started_at + 2] == ["ExecutionStarted", "ExecutionRecovered"]
+    assert kinds.count("ExecutionStarted") == kinds.count("ExecutionRecovered") == 1
+    [event] = [e for e in seen if isinstance(e, listeners.ExecutionRecovered)]
+    assert (event.from_run_id, event.failure_class, event.reason) == (
+        failed_run,
+        "transient",
+        "network is back",
+    )
+
+
+async def test_a_reset_run_tells_started_at_its_first_own_step(db_path: Path) -> None:
+    seen: list[listeners.ExecutionEvent] = []
+    async with open_client(db_path) as client:
+        async with open_worker(
+            client,
+            task_queue=QUEUE,
+            workflows=[three_steps],
+            activities=[step],
+            listeners=[seen.append],
+        ) as worker:
+            handle = await client.start_workflow(three_steps, "o-10", id="o-10", task_queue=QUEUE)
+            await asyncio.wait_for(handle.result(), WAIT)
+            history = await handle.history()
+            successor = await handle.reset(history[-2].event_id - 2)
+            await asyncio.wait_for(successor.result(), WAIT)
+            await worker.listeners.drain()
+
+    on_successor = [e for e in seen if e.run_id == successor.run_id]
+    assert _kinds(on_successor).count("ExecutionStarted") == 1
+    assert not any(isinstance(e, listeners.ExecutionRecovered) for e in seen)
