@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from history import (
+    CLOSING_EVENTS,
     ActivityCompleted,
     ActivityScheduled,
     AnyEvent,
@@ -25,13 +26,7 @@ from history import (
     PayloadConverter,
     SignalReceived,
     Store,
-    WorkflowCancelled,
-    WorkflowCompleted,
-    WorkflowContinuedAsNew,
-    WorkflowFailed,
     WorkflowStarted,
-    WorkflowTerminated,
-    WorkflowTimedOut,
 )
 
 from ._graph_records import (
@@ -157,14 +152,8 @@ def snapshot_json(snapshot: StateSnapshot) -> dict[str, Any]:
     }
 
 
-_CLOSED = {
-    WorkflowCompleted: "completed",
-    WorkflowFailed: "failed",
-    WorkflowCancelled: "cancelled",
-    WorkflowTerminated: "terminated",
-    WorkflowTimedOut: "timed_out",
-    WorkflowContinuedAsNew: "continued_as_new",
-}
+_CLOSED = {kind: status.value for kind, status in CLOSING_EVENTS.items()}
+"""How a graph run closed, by its closing event (``reset`` included)."""
 
 
 def describe_graph_run(history: Sequence[AnyEvent]) -> dict[str, Any]:

@@ -44,7 +44,14 @@ from history import PerduraError, open_store
 
 from ._apps import App, load_app
 from ._client import Client
-from ._http._api import API_PREFIX, OPERATIONS, ApiContext, ApiRouter, RunDescriber
+from ._http._api import (
+    API_PREFIX,
+    BUILTIN_DESCRIBERS,
+    OPERATIONS,
+    ApiContext,
+    ApiRouter,
+    RunDescriber,
+)
 from ._http._errors import ApiError, error_response
 from ._http._guard import LOOPBACK_HOSTS, Guard
 from ._http._openapi import openapi_document
@@ -130,7 +137,8 @@ def create_app(
         allowed_hosts: Host header names accepted (``None``: any). ``serve`` bound to
             loopback allows only loopback names, which shuts out DNS rebinding.
         max_body_bytes: largest request body accepted (413 beyond).
-        describers: extra views of a run shown on its page, by name (e.g. ``graph``).
+        describers: extra views of a run shown on its page, by name, next to the built-in
+            ``graph`` view of graph runs (a describer named ``graph`` replaces it).
         metrics: mount ``/metrics`` when the metrics module is available.
         worker_identities: names the in-process workers for ``/healthz``.
     """
@@ -155,7 +163,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         version=version,
         worker_identities=worker_identities or list,
-        describers=dict(describers or {}),
+        describers={**BUILTIN_DESCRIBERS, **(describers or {})},
     )
     ctx.openapi = msgspec.json.encode(
         openapi_document(OPERATIONS, version=version, token_configured=protect_reads)

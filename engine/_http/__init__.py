@@ -11,5 +11,6 @@ Internals of :mod:`engine.server`, which is the public entry point (``create_app
 * ``_views``: runs, histories and timelines as the API shows them (pure functions).
 * ``_api``: the endpoints, declared once in a table that both routes and documents them.
 * ``_openapi``: the OpenAPI 3.1 document built from that table.
-* ``static/``: the web UI, plain HTML, CSS and ES modules; nothing to build.
+* ``static/``: the web UI, plain HTML, CSS and ES modules; nothing to build. ``graph.js``
+  lays out and draws a graph run (the built-in ``graph`` extension) as SVG.
 """

@@ -56,9 +56,23 @@ from ._schemas import (
     TerminateRequest,
     TimelineView,
 )
-from ._views import execution_detail, execution_summary, history_page, timeline_view
+from ._views import (
+    execution_detail,
+    execution_summary,
+    graph_view,
+    history_page,
+    timeline_view,
+)
 
-__all__ = ["API_PREFIX", "OPERATIONS", "ApiContext", "ApiRouter", "Operation", "RunDescriber"]
+__all__ = [
+    "API_PREFIX",
+    "BUILTIN_DESCRIBERS",
+    "OPERATIONS",
+    "ApiContext",
+    "ApiRouter",
+    "Operation",
+    "RunDescriber",
+]
 
 API_PREFIX: Final = "/api/durable"
 SEARCH_SCAN_LIMIT: Final = 10_000
@@ -66,8 +80,12 @@ SEARCH_SCAN_LIMIT: Final = 10_000
 _SCAN_BATCH: Final = 500
 
 RunDescriber = Callable[[RunInfo, Sequence[AnyEvent]], Any]
-"""An extra view of a run for the execution page, e.g. a graph run's nodes and state: it
+"""An extra view of a run for the execution page (the built-in one draws graph runs): it
 returns JSON-like data (or an awaitable of it), or ``None`` when the run is not its kind."""
+
+BUILTIN_DESCRIBERS: Final[Mapping[str, RunDescriber]] = {"graph": graph_view}
+"""The describers every server has: ``graph`` draws graph runs (``sdk.graph``) from their
+history alone, so the server needs neither the graph's code nor an import of ``sdk``."""
 
 S = TypeVar("S", bound=msgspec.Struct)
 _encoder: Final = msgspec.json.Encoder()

@@ -16,7 +16,7 @@ import msgspec
 
 from ._api import Operation
 from ._errors import ERROR_CODES
-from ._schemas import ErrorResponse
+from ._schemas import ErrorResponse, ExtensionError, GraphView
 
 __all__ = ["openapi_document"]
 
@@ -76,7 +76,8 @@ def _parameters(
 def openapi_document(
     operations: Sequence[Operation], *, version: str, token_configured: bool
 ) -> dict[str, Any]:
-    types: list[Any] = [ErrorResponse]
+    # The built-in extensions' schemas, which ExecutionDetail.extensions refers to by name.
+    types: list[Any] = [ErrorResponse, GraphView, ExtensionError]
     for operation in operations:
         types.extend(t for t in (operation.body, operation.response, operation.params) if t)
     _, components = msgspec.json.schema_components(types, ref_template=_REF)

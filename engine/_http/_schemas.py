@@ -29,7 +29,13 @@ __all__ = [
     "ExecutionRef",
     "ExecutionSummary",
     "FailureView",
+    "ExtensionError",
     "ForkRequest",
+    "GraphEdgeView",
+    "GraphNodeView",
+    "GraphStateView",
+    "GraphView",
+    "GraphWaitView",
     "Health",
     "HistoryEvent",
     "HistoryPage",
@@ -305,8 +311,105 @@ class ExecutionDetail(msgspec.Struct, kw_only=True):
     successor_run_id: str | None
     """The run that carries on from this one (continue-as-new or reset)."""
     origin: OriginView | None
-    extensions: dict[str, Any]
-    """Extra views of the run contributed by the server's describers (e.g. ``graph``)."""
+    extensions: Annotated[
+        dict[str, Any],
+        Meta(
+            description="Extra views of the run by name, from the server's describers. "
+            "`graph` (built in) is present for a graph run only; a describer that failed "
+            "gives `{error}` instead of its view.",
+            extra_json_schema={
+                "properties": {
+                    "graph": {
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/GraphView"},
+                            {"$ref": "#/components/schemas/ExtensionError"},
+                        ]
+                    }
+                }
+            },
+        ),
+    ]
+
+
+# -- extensions ----------------------------------------------------------------------------
+
+
+class ExtensionError(msgspec.Struct, kw_only=True):
+    """What an extension shows when its describer raised: the page still loads."""
+
+    error: str
+    """The exception's type and message."""
+
+
+class GraphNodeView(msgspec.Struct, kw_only=True):
+    name: str
+    kind: str
+    """``node``, ``subgraph``, ``start`` (``__start__``) or ``end`` (``__end__``)."""
+
+
+class GraphEdgeView(msgspec.Struct, kw_only=True):
+    source: str
+    target: str
+    conditional: bool
+    """Chosen by a router at run time (drawn dashed)."""
+    label: str | None
+    """The router's key for this target when it differs from the target's name (``*``: a
+    router without declared targets; ``goto``: a ``Command`` destination)."""
+    join: bool
+    """Part of a join: ``target`` waits for all the sources of its join edges."""
+
+
+class GraphWaitView(msgspec.Struct, kw_only=True):
+    """Something a suspended graph run waits for until a ``__graph_resume`` signal answers."""
+
+    id: str
+    """Stable id (``<step>:<kind>:<task id>``); send it as ``interrupt_id`` to answer only
+    this one."""
+    kind: str
+    """``interrupt`` (an ``interrupt(value)`` call in the node), ``before`` or ``after``
+    (``interrupt_before`` / ``interrupt_after``)."""
+    node: str
+    task: str
+    value: Any
+    """The node's question (the argument of ``interrupt()``); null for before/after."""
+
+
+class GraphStateView(msgspec.Struct, kw_only=True):
+    """One recorded state: after ``step`` super-steps, before the nodes in ``next``."""
+
+    step: int
+    source: str
+    """Why it was recorded: ``input``, ``loop``, ``wait``, ``interrupt``, ``update``,
+    ``fork`` or ``continue``."""
+    state: dict[str, Any]
+    next: list[str]
+    waiting: list[GraphWaitView]
+    event_id: int
+    """The checkpoint marker's event id in this run's history."""
+    timestamp: datetime
+
+
+class GraphView(msgspec.Struct, kw_only=True):
+    """A graph run read from its history alone (``engine.describe_graph_run``)."""
+
+    graph: str
+    """The graph's name (its workflow type)."""
+    workflow_id: str | None
+    status: str
+    """``running``, ``waiting`` (suspended on an interrupt) or how the run closed."""
+    step: int
+    """Super-steps completed."""
+    running: list[str]
+    """Nodes whose tasks are in flight."""
+    waiting: list[GraphWaitView]
+    nodes: list[GraphNodeView]
+    edges: list[GraphEdgeView]
+    mermaid: str | None
+    """A Mermaid flowchart with the running and waiting nodes in classes of those names."""
+    ascii: str | None
+    """A plain-text drawing with the running and waiting nodes marked."""
+    states: list[GraphStateView]
+    """Every state this run recorded, oldest first."""
 
 
 class HistoryEvent(msgspec.Struct, kw_only=True):

@@ -37,6 +37,7 @@ from history import (
 )
 
 from .._client import describe_history
+from .._graph_view import describe_graph_run
 from .._timeline import (
     Step,
     StepKind,
@@ -50,6 +51,7 @@ from ._schemas import (
     ExecutionDetail,
     ExecutionSummary,
     FailureView,
+    GraphView,
     HistoryEvent,
     HistoryPage,
     OriginView,
@@ -65,6 +67,7 @@ __all__ = [
     "execution_detail",
     "execution_summary",
     "failure_view",
+    "graph_view",
     "heartbeat_progress",
     "history_page",
     "timeline_view",
@@ -205,6 +208,20 @@ def execution_detail(
 
 def _from_epoch(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def graph_view(info: RunInfo, history: Sequence[AnyEvent]) -> GraphView | None:
+    """The built-in ``graph`` extension: a graph run's shape, what it is running or waiting
+    for and its states (``describe_graph_run``), or ``None`` for any other run.
+
+    The description is converted to :class:`GraphView` so the response matches the schema
+    the OpenAPI document publishes for it; a description that no longer fits raises, and the
+    extension then shows the error instead of data the document does not promise.
+    """
+    description = describe_graph_run(history)
+    if description.get("graph") is None:
+        return None
+    return msgspec.convert(description, GraphView)
 
 
 # -- history -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypedDict
 
 from graph_support import WAIT, wait_until_waiting
 
-from engine import Client
+from engine import Client, describe_graph_run
 from sdk import open_client, open_worker
 from sdk.graph import (
     END,
@@ -208,3 +208,19 @@ async def test_a_node_may_interrupt_several_times_and_gets_each_answer(db_path: 
     assert first["waiting"][0]["value"] == "name?"
     assert second["waiting"][0]["id"].endswith(":1")
     assert result == {"answer": "Ann from Oslo"}
+
+
+async def test_a_waiting_run_that_is_reset_is_described_as_reset_and_its_successor_waits(
+    db_path: Path,
+) -> None:
+    ledger: Counter[str] = Counter()
+    graph = asking(ledger)
+    async with open_client(db_path, workflows=graph.workflows) as client, serving(client, graph):
+        handle = await graph.start(client, {"text": "loan"}, id="t-reset", task_queue=QUEUE)
+        await wait_until_waiting(handle)
+        successor = await handle.reset(1, reason="start over")
+        await wait_until_waiting(successor)
+        original = await client.get_handle("t-reset", handle.run_id).history()
+
+    assert describe_graph_run(original)["status"] == "reset"
+    assert ledger == {"prepare": 2, "ask": 2}

@@ -20,12 +20,13 @@ import httpx
 import pytest
 
 from engine.server import RunningServer, serve
-from tests.server import server_app
+from tests.server import graph_app, server_app
 
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.server.server_app:app"
+GRAPH_APP = "tests.server.graph_app:app"
 TOKEN = "s3cret-token-for-tests"
 WAIT = 10.0
 
@@ -100,9 +101,11 @@ def start_server(db_path: Path, **options: Any) -> LiveServer:
 def _reset_switches() -> Iterator[None]:
     server_app.FRAGILE_FAILS.clear()
     server_app.CRUNCH_RELEASE.clear()
+    graph_app.ARCHIVE_RELEASE.clear()
     yield
     # Let a held activity finish so the worker stops at once.
     server_app.CRUNCH_RELEASE.set()
+    graph_app.ARCHIVE_RELEASE.set()
 
 
 @pytest.fixture
@@ -119,6 +122,16 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
 def secured_server(tmp_path: Path) -> Iterator[LiveServer]:
     """A server on 127.0.0.1 with a token (required for mutations)."""
     live = start_server(tmp_path / "perdura.db", token=TOKEN)
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture
+def graph_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A server without a token whose worker runs the graph app (``graph_app``)."""
+    live = start_server(tmp_path / "perdura.db", app_specs=[GRAPH_APP])
     try:
         yield live
     finally:

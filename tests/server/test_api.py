@@ -567,24 +567,24 @@ def test_recover_of_a_running_run_hands_it_to_the_next_worker_at_once(
 
 
 def test_describers_add_their_views_of_a_run_to_its_page(tmp_path: Path) -> None:
-    def graph(info: Any, history: Any) -> dict[str, Any] | None:
+    def steps(info: Any, history: Any) -> dict[str, Any] | None:
         if info.workflow_type != "greet":
             return None
-        return {"nodes": ["compose"], "events": len(history)}
+        return {"activities": ["compose"], "events": len(history)}
 
     def broken(info: Any, history: Any) -> None:
         raise RuntimeError("describer bug")
 
-    live = start_server(tmp_path / "perdura.db", describers={"graph": graph, "broken": broken})
+    live = start_server(tmp_path / "perdura.db", describers={"steps": steps, "broken": broken})
     try:
         with live.client() as api:
             start(api, "greet", "described", "x")
             run = wait_status(api, "described", "completed")
             assert run["extensions"] == {
-                "graph": {"nodes": ["compose"], "events": 4},
+                "steps": {"activities": ["compose"], "events": 4},
                 "broken": {"error": "RuntimeError: describer bug"},
             }
             start(api, "sleeper", "plain", 3600)
-            assert "graph" not in api.get(f"{API}/executions/plain").json()["extensions"]
+            assert "steps" not in api.get(f"{API}/executions/plain").json()["extensions"]
     finally:
         live.stop()

@@ -29,7 +29,6 @@ ARTIFACTS = Path(os.environ.get("PERDURA_ARTIFACTS", ROOT / "artifacts" / "ui"))
 API = "/api/durable"
 
 
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():  # pragma: no cover - depends on the machine

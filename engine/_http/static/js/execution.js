@@ -1,7 +1,9 @@
 // One execution: status and actions, pending work with heartbeat progress, the timeline
-// picture, the event history (with reset-to-event), and extension panels (graph runs).
+// picture, the event history (with reset-to-event), and extension panels: a graph run's
+// drawing, what it waits for (with Resume) and its states; any other extension as data.
 
 import { api } from "./api.js";
+import { RESUME_SIGNAL, parseAnswer, renderGraphExtension } from "./graph.js";
 import { between, clear, duration, h, json, link, statusBadge, when } from "./dom.js";
 import { renderTimeline } from "./timeline.js";
 import { ask, reportError, toast } from "./ui.js";
@@ -216,13 +218,49 @@ export function renderExecution(container, ident) {
   }
 
   function drawExtensions(run) {
+    // Keep the state rows a person expanded open across live refreshes.
+    const openStates = new Set([...extensions.querySelectorAll("#graph-states tr[data-event-id] details[open]")]
+      .map((el) => el.closest("tr").dataset.eventId));
     clear(extensions);
     for (const [name, value] of Object.entries(run.extensions || {})) {
-      // A place for richer views of special runs (e.g. a graph run's nodes and state):
-      // shown as data until a dedicated renderer exists for that name.
+      if (name === "graph" && value && !value.error) {
+        extensions.append(renderGraphExtension(value, {
+          runOpen: run.status === "running",
+          resume: (wait, interruptId) => resumeGraph(run, wait, interruptId),
+          open: openStates,
+        }));
+        continue;
+      }
+      // Extensions without a renderer of their own (and a failed describer) show as data.
       extensions.append(h("section", { class: `extension extension-${name}`, dataset: { extension: name } },
         h("h2", null, name === "graph" ? "Graph" : name),
-        h("pre", { class: "value" }, json(value))));
+        h("pre", { class: value && value.error ? "value error" : "value" }, json(value))));
+    }
+  }
+
+  async function resumeGraph(run, wait, interruptId) {
+    let text = "";
+    for (;;) {
+      text = await ask({
+        title: `Resume ${run.workflow_id}`,
+        text: (wait.kind === "interrupt"
+          ? `${wait.node} asks: ${JSON.stringify(wait.value)}. Your answer becomes the return value of its interrupt() call; the node runs again from its start.`
+          : `The run paused ${wait.kind} ${wait.node}; the answer is recorded and the run goes on.`) +
+          ` Sent as the ${RESUME_SIGNAL} signal.`,
+        label: "Answer (JSON: \"yes\", true, 42, {\"ok\": true})",
+        confirm: "Resume",
+        value: text,
+        danger: false,
+      });
+      if (text === null) return;
+      const answer = parseAnswer(text);
+      if (answer.error) {
+        toast(`resume: ${answer.error}`, "error");
+        continue;
+      }
+      const request = interruptId === null ? { value: answer.value } : { value: answer.value, interrupt_id: interruptId };
+      act("resume", () => api.signal(run.run_id, RESUME_SIGNAL, [request]));
+      return;
     }
   }
 

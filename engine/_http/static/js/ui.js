@@ -43,7 +43,7 @@ export function ask({ title, text = "", label = "", confirm = "Confirm", input =
       settled = true;
       form.removeEventListener("submit", onSubmit);
       close.removeEventListener("click", onClose);
-      dialog.removeEventListener("close", onClose);
+      dialog.removeEventListener("close", onClosed);
       if (dialog.open) dialog.close();
       resolve(result);
     };
@@ -52,9 +52,14 @@ export function ask({ title, text = "", label = "", confirm = "Confirm", input =
       finish(input ? field.value : "");
     };
     const onClose = () => finish(null);
+    // The "close" event is dispatched after the fact: one left over from the previous
+    // question must not dismiss this one, asked right after it (the dialog is open again).
+    const onClosed = () => {
+      if (!dialog.open) finish(null);
+    };
     form.addEventListener("submit", onSubmit);
     close.addEventListener("click", onClose);
-    dialog.addEventListener("close", onClose);
+    dialog.addEventListener("close", onClosed);
     dialog.showModal();
     (input ? field : confirmButton).focus();
   });
