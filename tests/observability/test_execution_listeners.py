@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -328,27 +330,35 @@ async def two_fragile_steps(order_id: str) -> list[str]:
     ]
 
 
-async def test_a_run_recovered_by_hand_tells_recovered_and_started_once(db_path: Path) -> None:
-    seen: list[listeners.ExecutionEvent] = []
-    broken.add("o-9/charge")
+@asynccontextmanager
+async def listening(
+    db_path: Path, seen: list[listeners.ExecutionEvent], workflows: list[Any], activities: list[Any]
+) -> AsyncIterator[tuple[Client, Worker]]:
+    """A client and a worker whose listener appends every event to ``seen``; what is queued
+    is delivered before the block ends."""
     async with open_client(db_path) as client:
         async with open_worker(
             client,
             task_queue=QUEUE,
-            workflows=[two_fragile_steps],
-            activities=[fragile],
+            workflows=workflows,
+            activities=activities,
             listeners=[seen.append],
         ) as worker:
-            handle = await client.start_workflow(
-                two_fragile_steps, "o-9", id="o-9", task_queue=QUEUE
-            )
-            with pytest.raises(WorkflowFailureError):
-                await asyncio.wait_for(handle.result(), WAIT)
-            failed_run = handle.run_id
-            broken.clear()
-            recovered = await handle.recover(reason="network is back")
-            await asyncio.wait_for(recovered.result(), WAIT)
+            yield client, worker
             await worker.listeners.drain()
+
+
+async def test_a_run_recovered_by_hand_tells_recovered_and_started_once(db_path: Path) -> None:
+    seen: list[listeners.ExecutionEvent] = []
+    broken.add("o-9/charge")
+    async with listening(db_path, seen, [two_fragile_steps], [fragile]) as (client, _):
+        handle = await client.start_workflow(two_fragile_steps, "o-9", id="o-9", task_queue=QUEUE)
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), WAIT)
+        failed_run = handle.run_id
+        broken.clear()
+        recovered = await handle.recover(reason="network is back")
+        await asyncio.wait_for(recovered.result(), WAIT)
 
     kinds = _kinds([e for e in seen if e.run_id == recovered.run_id])
     started_at = kinds.index("ExecutionStarted")
@@ -364,20 +374,12 @@ async def test_a_run_recovered_by_hand_tells_recovered_and_started_once(db_path:
 
 async def test_a_reset_run_tells_started_at_its_first_own_step(db_path: Path) -> None:
     seen: list[listeners.ExecutionEvent] = []
-    async with open_client(db_path) as client:
-        async with open_worker(
-            client,
-            task_queue=QUEUE,
-            workflows=[three_steps],
-            activities=[step],
-            listeners=[seen.append],
-        ) as worker:
-            handle = await client.start_workflow(three_steps, "o-10", id="o-10", task_queue=QUEUE)
-            await asyncio.wait_for(handle.result(), WAIT)
-            history = await handle.history()
-            successor = await handle.reset(history[-2].event_id - 2)
-            await asyncio.wait_for(successor.result(), WAIT)
-            await worker.listeners.drain()
+    async with listening(db_path, seen, [three_steps], [step]) as (client, _):
+        handle = await client.start_workflow(three_steps, "o-10", id="o-10", task_queue=QUEUE)
+        await asyncio.wait_for(handle.result(), WAIT)
+        history = await handle.history()
+        successor = await handle.reset(history[-2].event_id - 2)
+        await asyncio.wait_for(successor.result(), WAIT)
 
     on_successor = [e for e in seen if e.run_id == successor.run_id]
     assert _kinds(on_successor).count("ExecutionStarted") == 1
