@@ -60,6 +60,9 @@ from ._metrics import MetricsServer as MetricsServer
 from ._metrics import metrics_asgi_app as metrics_asgi_app
 from ._metrics import start_metrics_server as start_metrics_server
 from ._query import QueryError as QueryError
+from ._replay import ReplayCodeError as ReplayCodeError
+from ._replay import ReplayCommand as ReplayCommand
+from ._replay import ReplayStep as ReplayStep
 from ._replay import replay_history as replay_history
 from ._timetravel import TimeTravelError as TimeTravelError
 from ._worker import Worker as Worker
@@ -103,6 +106,9 @@ __all__ = [
     "describe_history",
     "in_workflow",
     "replay_history",
+    "ReplayCodeError",
+    "ReplayCommand",
+    "ReplayStep",
     "signature_types",
     "workflow_definition",
     "ActivityLogger",

@@ -95,13 +95,23 @@ class Replayer:
     """Replays histories against the given workflow code; runs no activity, writes nothing."""
 
     def __init__(
-        self, *, workflows: Iterable[object], converter: PayloadConverter | None = None
+        self,
+        *,
+        workflows: Iterable[object],
+        converter: PayloadConverter | None = None,
+        debug: bool = False,
     ) -> None:
+        """``debug=True`` replays without the sandbox's guards and the blocked-loop watchdog,
+        so that ``breakpoint()`` and a debugger work inside workflow code (see
+        ``engine.replay_history``); it then checks determinism only, not the sandbox's rules."""
         self.registry = Registry(workflows)
         self.converter = converter or PayloadConverter()
+        self.debug = debug
 
     def replay(self, history: Sequence[AnyEvent], *, run_id: str = "replay") -> ReplayResult:
-        instance = replay_history(self.registry, history, run_id=run_id, converter=self.converter)
+        instance = replay_history(
+            self.registry, history, run_id=run_id, converter=self.converter, debug=self.debug
+        )
         return ReplayResult(run_id, instance.workflow_type, len(history), instance)
 
     def replay_file(self, path: str | Path) -> ReplayResult:

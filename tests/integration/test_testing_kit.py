@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
+from engine import ReplayCodeError
 from history import (
     RetryPolicy,
     RunStatus,
@@ -484,3 +485,53 @@ def test_the_export_option_writes_the_histories_of_a_passing_test(tmp_path: Path
     assert done.returncode == 0, done.stdout + done.stderr
     [exported] = histories.glob("greeting.*.json")
     assert read_history_file(exported).workflow_type == "hello"
+
+
+@workflow.defn
+async def pausing(order_id: str) -> str:
+    receipt = await charge(order_id)
+    breakpoint()  # a developer's pause, for a debugger during replay
+    return receipt
+
+
+def _read_this_file(*args: Any, **kwargs: Any) -> None:
+    """A stand-in for pdb: it reads a file, as pdb reads ~/.pdbrc."""
+    Path(__file__).read_text()
+    _debugger_calls.append("read")
+
+
+_debugger_calls: list[str] = []
+
+
+async def test_a_debug_replayer_lets_breakpoint_reach_the_debugger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "breakpointhook", lambda *a, **k: None)
+    db = tmp_path / "prod.db"
+    run_id = await _record(db, pausing, "o-7", activities=[charge])
+    async with await SqliteStore.open(db) as store:
+        events = await store.read_history(run_id)
+    monkeypatch.setattr(sys, "breakpointhook", _read_this_file)
+    _debugger_calls.clear()
+
+    result = Replayer(workflows=[pausing], debug=True).replay(events, run_id=run_id)
+
+    assert _debugger_calls == ["read"]
+    assert result.instance.completion is not None
+    assert result.instance.completion.result is not None
+
+
+async def test_a_replayer_keeps_the_sandbox_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "breakpointhook", lambda *a, **k: None)
+    db = tmp_path / "prod.db"
+    run_id = await _record(db, pausing, "o-8", activities=[charge])
+    async with await SqliteStore.open(db) as store:
+        events = await store.read_history(run_id)
+    monkeypatch.setattr(sys, "breakpointhook", _read_this_file)
+    _debugger_calls.clear()
+
+    with pytest.raises(ReplayCodeError, match="open"):
+        Replayer(workflows=[pausing]).replay(events, run_id=run_id)
+    assert _debugger_calls == []
