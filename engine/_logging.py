@@ -119,7 +119,29 @@ def _is_tty(stream: IO[str]) -> bool:
         return False
 
 
-class WorkflowLogger:
+class _Levels:
+    """The logging methods user code calls; subclasses decide where a line goes."""
+
+    def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit("error", event, fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self._emit("exception", event, fields)
+
+
+class WorkflowLogger(_Levels):
     """``workflow.logger``: a structlog logger bound to the current run, silent while the
     code replays history (a recovery does not print the past again)."""
 
@@ -137,23 +159,8 @@ class WorkflowLogger:
             )
             getattr(logger, level)(event, **fields)
 
-    def debug(self, event: str, **fields: Any) -> None:
-        self._emit("debug", event, fields)
 
-    def info(self, event: str, **fields: Any) -> None:
-        self._emit("info", event, fields)
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self._emit("warning", event, fields)
-
-    def error(self, event: str, **fields: Any) -> None:
-        self._emit("error", event, fields)
-
-    def exception(self, event: str, **fields: Any) -> None:
-        self._emit("exception", event, fields)
-
-
-class ActivityLogger:
+class ActivityLogger(_Levels):
     """``activity.logger``: a structlog logger bound to the running attempt (workflow and run
     ids, workflow type, task queue, activity type and id, attempt number)."""
 
@@ -169,18 +176,3 @@ class ActivityLogger:
             attempt=info.attempt,
         )
         getattr(logger, level)(event, **fields)
-
-    def debug(self, event: str, **fields: Any) -> None:
-        self._emit("debug", event, fields)
-
-    def info(self, event: str, **fields: Any) -> None:
-        self._emit("info", event, fields)
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self._emit("warning", event, fields)
-
-    def error(self, event: str, **fields: Any) -> None:
-        self._emit("error", event, fields)
-
-    def exception(self, event: str, **fields: Any) -> None:
-        self._emit("exception", event, fields)
