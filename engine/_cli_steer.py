@@ -16,10 +16,7 @@ import msgspec
 
 from history import (
     RunInfo,
-    RunStatus,
     Store,
-    WorkflowContinuedAsNew,
-    WorkflowReset,
     WorkflowStarted,
 )
 
@@ -27,7 +24,7 @@ from ._apps import load_app
 from ._cli_base import EXIT_OK, EXIT_USAGE, CliError, open_cli_store, resolve_handle
 from ._cli_output import Output
 from ._cli_runs import print_json_value
-from ._client import Client, WorkflowHandle
+from ._client import Client
 
 __all__ = [
     "cmd_cancel",
@@ -44,7 +41,7 @@ async def cmd_signal(args: argparse.Namespace, out: Output) -> int:
     async with open_cli_store(args, create=False) as store:
         handle, _ = await resolve_handle(Client(store), args.id)
         await handle.signal(args.name, *args.arg)
-        info = await _acted_on(store, handle)
+        info = await handle.current_run()
     _report(
         out,
         args,
@@ -86,7 +83,7 @@ async def cmd_cancel(args: argparse.Namespace, out: Output) -> int:
     async with open_cli_store(args, create=False) as store:
         handle, _ = await resolve_handle(Client(store), args.id)
         await handle.cancel(args.reason)
-        info = await _acted_on(store, handle)
+        info = await handle.current_run()
     _report(
         out,
         args,
@@ -101,7 +98,7 @@ async def cmd_cancel(args: argparse.Namespace, out: Output) -> int:
 async def cmd_terminate(args: argparse.Namespace, out: Output) -> int:
     async with open_cli_store(args, create=False) as store:
         handle, _ = await resolve_handle(Client(store), args.id)
-        before = await _acted_on(store, handle)
+        before = await handle.current_run()
         await handle.terminate(args.reason)
         info = await store.get_run(before.run_id)
     _report(
@@ -199,18 +196,6 @@ def _report(
         )
     else:
         out.styled(text, "ok")
-
-
-async def _acted_on(store: Store, handle: WorkflowHandle) -> RunInfo:
-    """The run a signal, cancel or terminate through ``handle`` reaches: the handle's run, or
-    the run carrying on its chain after continue-as-new or a reset (as the client does)."""
-    info = await handle.run_info()
-    while info.status in (RunStatus.CONTINUED_AS_NEW, RunStatus.RESET):
-        [last] = await store.read_history(info.run_id, after_event_id=info.history_length - 1)
-        if not isinstance(last, WorkflowContinuedAsNew | WorkflowReset):
-            break
-        info = await store.get_run(last.new_run_id)
-    return info
 
 
 async def _started(store: Store, info: RunInfo) -> WorkflowStarted:

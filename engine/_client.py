@@ -80,9 +80,6 @@ from ._timetravel import (
 #: Longest wait in ``result()`` between two looks at a run that is still open.
 RESULT_RECHECK_SECONDS = 2.0
 
-#: Statuses of a run that another run carries on; its last event names the successor.
-_SUCCEEDED = (RunStatus.CONTINUED_AS_NEW, RunStatus.RESET)
-
 __all__ = ["Client", "PendingActivity", "WorkflowDescription", "WorkflowHandle"]
 
 
@@ -335,14 +332,10 @@ class WorkflowHandle:
         info = await self.run_info()
         while True:
             if not info.status.is_open:
-                if info.status not in _SUCCEEDED:
+                successor = await self._successor(info)
+                if successor is None:
                     break
-                # Follow the chain: the result is the last run's.
-                last = (
-                    await store.read_history(info.run_id, after_event_id=info.history_length - 1)
-                )[-1]
-                assert isinstance(last, WorkflowContinuedAsNew | WorkflowReset)
-                info = await store.get_run(last.new_run_id)
+                info = successor  # follow the chain: the result is the last run's
                 continue
             # The store wakes us when the run closes, here or in another process; the
             # bound only limits how long a missed wake-up could delay the result.
@@ -376,7 +369,7 @@ class WorkflowHandle:
         Raises ``RunClosedError`` if the run has already closed. On a handle whose run
         continued as new, the signal goes to the run that continues the chain.
         """
-        info = await self._current_run()
+        info = await self.current_run()
         payloads = self.client.converter.encode_all(
             args, [f"argument {i + 1} of signal {name!r}" for i in range(len(args))]
         )
@@ -394,7 +387,7 @@ class WorkflowHandle:
         Raises ``RunClosedError`` if the run has already closed. On a handle whose run
         continued as new, the run that continues the chain is cancelled.
         """
-        info = await self._current_run()
+        info = await self.current_run()
         await self.client.append_external(
             info.run_id,
             CancelRequested(timestamp=to_datetime(self.client.clock.now()), reason=reason),
@@ -410,15 +403,15 @@ class WorkflowHandle:
         """
         store = self.client.store
         while True:
-            info = await self._current_run()
+            info = await self.current_run()
             history = await store.read_history(info.run_id)
             now = self.client.clock.now()
             stamp = to_datetime(now)
             closing = WorkflowTerminated(timestamp=stamp, reason=reason)
             started = history[0]
-            linked = []
+            parent = []
             if isinstance(started, WorkflowStarted) and started.parent_run_id is not None:
-                linked.append(
+                parent.append(
                     AppendRequest(
                         run_id=started.parent_run_id,
                         events=[child_outcome(started.parent_seq, closing, stamp)],
@@ -426,40 +419,72 @@ class WorkflowHandle:
                         wake=True,
                     )
                 )
-            linked.extend(
-                parent_close_notices(info.workflow_id, open_children(history), stamp, now)
-            )
-            # Fenced on the history just read, so no child started since escapes its policy.
-            [result] = await store.append(
-                [
-                    AppendRequest(
-                        run_id=info.run_id,
-                        events=[closing],
-                        now=now,
-                        expected_next_event_id=len(history) + 1,
-                        linked=linked,
-                    )
-                ]
-            )
-            if not isinstance(result.error, AppendConflictError):
-                break
-        result.unwrap()
-        for run_id in [info.run_id, *(notice.run_id for notice in linked)]:
-            self.client.notify_listeners(run_id)
+            if await self._close_from_outside(info, history, closing, now, linked=parent):
+                return
 
-    async def _current_run(self) -> RunInfo:
+    async def _close_from_outside(
+        self,
+        info: RunInfo,
+        history: Sequence[AnyEvent],
+        closing: Event,
+        now: float,
+        *,
+        linked: Sequence[AppendRequest] = (),
+        start_runs: Sequence[NewRun] = (),
+    ) -> bool:
+        """Append ``closing`` to the run, with its open children's parent-close policy (and
+        ``linked``, ``start_runs``) in the same transaction, and tell in-process workers.
+
+        Fenced on ``history``, just read, so no child started since escapes its policy:
+        ``False`` if the history moved meanwhile (read it again and retry); raises what else
+        refused the append (``RunClosedError`` …).
+        """
+        notices = [
+            *linked,
+            *parent_close_notices(info.workflow_id, open_children(history), to_datetime(now), now),
+        ]
+        [result] = await self.client.store.append(
+            [
+                AppendRequest(
+                    run_id=info.run_id,
+                    events=[closing],
+                    now=now,
+                    expected_next_event_id=len(history) + 1,
+                    linked=notices,
+                    start_runs=start_runs,
+                )
+            ]
+        )
+        if isinstance(result.error, AppendConflictError):
+            return False
+        result.unwrap()
+        for run_id in [
+            info.run_id,
+            *(new.run_id for new in start_runs),
+            *(notice.run_id for notice in notices),
+        ]:
+            self.client.notify_listeners(run_id)
+        if start_runs:
+            self.client.notify_listeners()
+        return True
+
+    async def current_run(self) -> RunInfo:
         """The run that signals, cancellation and termination act on: this handle's run, or
         the run continuing its chain if it continued as new or was reset."""
-        store = self.client.store
         info = await self.run_info()
-        while info.status in _SUCCEEDED:
-            last = (await store.read_history(info.run_id, after_event_id=info.history_length - 1))[
-                -1
-            ]
-            if not isinstance(last, WorkflowContinuedAsNew | WorkflowReset):
-                break
-            info = await store.get_run(last.new_run_id)
+        while (successor := await self._successor(info)) is not None:
+            info = successor
         return info
+
+    async def _successor(self, info: RunInfo) -> RunInfo | None:
+        """The run that carries ``info``'s run on, if another does."""
+        if not info.status.has_successor:
+            return None
+        store = self.client.store
+        [last] = await store.read_history(info.run_id, after_event_id=info.history_length - 1)
+        if not isinstance(last, WorkflowContinuedAsNew | WorkflowReset):
+            return None
+        return await store.get_run(last.new_run_id)
 
     async def query(self, name: str, *args: Any) -> Any:
         """Answer query ``name`` from the run's replayed state; writes nothing.
@@ -543,39 +568,18 @@ class WorkflowHandle:
             copy = copy_prefix(history, to_event_id, origin, keep_parent=info.status.is_open)
             if not info.status.is_open:
                 return await self._start_copy(copy, now)
-            stamp = to_datetime(now)
             new_run_id = self.client.new_run_id()
-            linked = parent_close_notices(info.workflow_id, open_children(history), stamp, now)
-            [result] = await store.append(
-                [
-                    AppendRequest(
-                        run_id=info.run_id,
-                        events=[
-                            WorkflowReset(
-                                timestamp=stamp,
-                                new_run_id=new_run_id,
-                                to_event_id=to_event_id,
-                                reason=reason,
-                            )
-                        ],
-                        now=now,
-                        expected_next_event_id=len(history) + 1,
-                        start_runs=[
-                            NewRun(run_id=new_run_id, started=copy.started, history=copy.events)
-                        ],
-                        linked=linked,
-                    )
-                ]
+            closing = WorkflowReset(
+                timestamp=to_datetime(now),
+                new_run_id=new_run_id,
+                to_event_id=to_event_id,
+                reason=reason,
             )
-            if not isinstance(result.error, AppendConflictError):
-                break
-        result.unwrap()
-        for run_id in [info.run_id, new_run_id, *(notice.run_id for notice in linked)]:
-            self.client.notify_listeners(run_id)
-        self.client.notify_listeners()
-        return WorkflowHandle(
-            self.client, info.workflow_id, new_run_id, result_type=self.result_type
-        )
+            successor = NewRun(run_id=new_run_id, started=copy.started, history=copy.events)
+            if await self._close_from_outside(info, history, closing, now, start_runs=[successor]):
+                return WorkflowHandle(
+                    self.client, info.workflow_id, new_run_id, result_type=self.result_type
+                )
 
     async def fork(
         self, at_event_id: int, new_workflow_id: str, reason: str = ""

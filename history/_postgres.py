@@ -87,7 +87,6 @@ from ._events import (
 from ._sqlite import (
     _CLOSING_STATUS,
     _COPYING,
-    _SUCCEEDED,
     _decode_rows,
     _epoch,
     _payload_decoder,
@@ -1482,7 +1481,7 @@ class PostgresStore:
                 ),
                 run_id,
             )
-            if row is None or row[0] not in _SUCCEEDED or row[1] is None:
+            if row is None or not RunStatus(row[0]).has_successor or row[1] is None:
                 return run_id
             last = decode_event(row[1])
             if not isinstance(last, WorkflowContinuedAsNew | WorkflowReset):

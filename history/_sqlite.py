@@ -137,9 +137,6 @@ SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 _CLOSING_STATUS: Final = CLOSING_EVENTS
 
-#: Statuses of a run that another run carries on (its last event names the successor).
-_SUCCEEDED: Final = (RunStatus.CONTINUED_AS_NEW.value, RunStatus.RESET.value)
-
 #: The status of a run being created from a copied history that closes it, for the duration
 #: of the transaction that creates it.
 _COPYING: Final = "copying"
@@ -1164,7 +1161,7 @@ def _chain_head(conn: sqlite3.Connection, run_id: str) -> str:
         row = conn.execute(
             "SELECT status, next_event_id FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()
-        if row is None or row[0] not in _SUCCEEDED:
+        if row is None or not RunStatus(row[0]).has_successor:
             return run_id
         data = conn.execute(
             "SELECT data FROM events WHERE run_id = ? AND event_id = ?", (run_id, row[1] - 1)

@@ -70,6 +70,12 @@ class RunStatus(enum.Enum):
     def is_open(self) -> bool:
         return self is RunStatus.RUNNING
 
+    @property
+    def has_successor(self) -> bool:
+        """Another run carries this one on (continue-as-new, reset): the run's last event
+        names it (``new_run_id``)."""
+        return self is RunStatus.CONTINUED_AS_NEW or self is RunStatus.RESET
+
 
 CLOSING_EVENTS: dict[type[Event], RunStatus] = {
     WorkflowCompleted: RunStatus.COMPLETED,

@@ -399,7 +399,7 @@ async def signal_execution(ctx: ApiContext, request: Request, path: dict[str, st
 
 async def _accepted(handle: WorkflowHandle) -> Response:
     # The request went to the run continuing the chain if this one continued as new.
-    info = await handle._current_run()
+    info = await handle.current_run()
     return json_response(ActionResult(workflow_id=info.workflow_id, run_id=info.run_id), 202)
 
 
