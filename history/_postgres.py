@@ -85,7 +85,6 @@ from ._events import (
     encode_event,
 )
 from ._sqlite import (
-    _CLOSING_STATUS,
     _COPYING,
     _decode_rows,
     _epoch,
@@ -94,6 +93,7 @@ from ._sqlite import (
     _ts,
 )
 from ._store import (
+    CLOSING_EVENTS,
     ActivityTask,
     ActivityTaskSpec,
     AppendRequest,
@@ -584,7 +584,7 @@ class _Prepared:
         timers: dict[int, float | None] = {}
         self.cancelled: list[int] = []
         for event in request.events:
-            closes_as = _CLOSING_STATUS.get(type(event))
+            closes_as = CLOSING_EVENTS.get(type(event))
             if closes_as is not None:
                 self.closing, self.closed_at = closes_as.value, _epoch(event.timestamp)
             elif isinstance(event, TimerStarted):
@@ -1148,9 +1148,8 @@ class PostgresStore:
                 future.set_exception(WorkflowAlreadyRunningError(new.started.workflow_id, detail))
 
     async def _creation_conflict(self, new: NewRun) -> StoreError:
-        closes = any(type(e) in _CLOSING_STATUS for e in new.history)
         with self._errors(f"creating run {new.run_id!r}"):
-            if not closes:
+            if not new.closes:
                 open_run = await self._retrying.fetchval(
                     self._q(
                         "SELECT run_id FROM {s}.runs WHERE workflow_id = $1 AND status = 'running'"
@@ -1167,8 +1166,7 @@ class PostgresStore:
         first = msgspec.structs.replace(new.started, event_id=1)
         # A copied history that closes the run never counts as the workflow id's open run,
         # not even for the moment before its closing event is projected.
-        closes = any(type(e) in _CLOSING_STATUS for e in new.history)
-        status = _COPYING if closes else RunStatus.RUNNING.value
+        status = _COPYING if new.closes else RunStatus.RUNNING.value
         # ON CONFLICT on the run id only: a taken workflow id must raise (the caller maps it).
         return (
             self._q(
@@ -1198,7 +1196,7 @@ class PostgresStore:
 
     async def _create_run(self, conn: Connection, new: NewRun, now: float) -> RunInfo:
         """Create ``new`` inside the caller's transaction (a copy, or a run an append starts)."""
-        closes = any(type(e) in _CLOSING_STATUS for e in new.history)
+        closes = new.closes
         if not closes:
             open_run = await conn.fetchval(
                 self._q(

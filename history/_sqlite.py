@@ -135,7 +135,6 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
-_CLOSING_STATUS: Final = CLOSING_EVENTS
 
 #: The status of a run being created from a copied history that closes it, for the duration
 #: of the transaction that creates it.
@@ -399,7 +398,7 @@ class SqliteStore:
             if result.error is not None:
                 continue
             # Only a close is worth waking result() waiters for: they re-read the run.
-            if any(type(e) in _CLOSING_STATUS for e in result.events):
+            if any(type(e) in CLOSING_EVENTS for e in result.events):
                 self._notify_run(result.run_id)
             if _may_make_work(request):
                 self._notify_work(None)
@@ -931,7 +930,7 @@ def _run_batch(
 
 def _create_run(conn: sqlite3.Connection, new: NewRun, now: float) -> RunInfo:
     run_id, started = new.run_id, new.started
-    closes = any(type(e) in _CLOSING_STATUS for e in new.history)
+    closes = new.closes
     if not closes:
         row = conn.execute(
             "SELECT run_id FROM runs WHERE workflow_id = ? AND status = 'running'",
@@ -1057,7 +1056,7 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
         if event.event_id != next_id + offset:
             numbered = msgspec.structs.replace(event, event_id=next_id + offset)
         events.append(numbered)
-        closing = _CLOSING_STATUS.get(type(numbered))
+        closing = CLOSING_EVENTS.get(type(numbered))
         if closing is not None:
             new_status, closed_at = closing, _epoch(numbered.timestamp)
         elif isinstance(numbered, TimerStarted):

@@ -173,6 +173,12 @@ class NewRun(msgspec.Struct, frozen=True, kw_only=True):
     history: tuple[Event, ...] = ()
     activity_tasks: tuple[ActivityTaskSpec, ...] = ()
 
+    @property
+    def closes(self) -> bool:
+        """The copied history closes the run: it is created closed, and never counts as its
+        workflow id's open run."""
+        return any(type(event) in CLOSING_EVENTS for event in self.history)
+
 
 class AppendRequest(msgspec.Struct, kw_only=True):
     """One run's share of an append.
