@@ -194,19 +194,22 @@ async def test_a_permanent_failure_fails_the_activity_at_once_despite_unlimited_
     assert description.failure_class == "permanent"
 
 
+@activity.defn
+async def render(page: int) -> str:
+    """Runs out of memory on its first attempt."""
+    if activity.info().attempt == 1:
+        raise MemoryError("renderer ran out of memory")
+    return f"page {page}"
+
+
+@workflow.defn
+async def report(page: int) -> str:
+    return await workflow.execute_activity(render, page, retry_policy=FAST)
+
+
 async def test_resource_exhaustion_retries_four_times_later_than_the_backoff(
     db_path: Path,
 ) -> None:
-    @activity.defn
-    async def render(page: int) -> str:
-        if activity.info().attempt == 1:
-            raise MemoryError("renderer ran out of memory")
-        return f"page {page}"
-
-    @workflow.defn
-    async def report(page: int) -> str:
-        return await workflow.execute_activity(render, page, retry_policy=FAST)
-
     history, result, _ = await _run(db_path, report, 7, activities=[render])
 
     assert result == "page 7"
@@ -219,16 +222,6 @@ async def test_resource_exhaustion_retries_four_times_later_than_the_backoff(
 async def test_the_resource_exhaustion_factor_comes_from_the_configuration(
     db_path: Path,
 ) -> None:
-    @activity.defn
-    async def render(page: int) -> str:
-        if activity.info().attempt == 1:
-            raise MemoryError("renderer ran out of memory")
-        return f"page {page}"
-
-    @workflow.defn
-    async def report(page: int) -> str:
-        return await workflow.execute_activity(render, page, retry_policy=FAST)
-
     config = msgspec.convert({"failures": {"resource_exhaustion_backoff": 10}}, PerduraConfig)
     history, _, _ = await _run(db_path, report, 7, activities=[render], config=config)
 
