@@ -54,8 +54,6 @@ class CopiedHistory:
 
     started: WorkflowStarted
     events: tuple[Event, ...]
-    trimmed: int
-    """How many events of the prefix were left out as unfinished steps."""
 
 
 def copy_prefix(
@@ -99,13 +97,10 @@ def copy_prefix(
             finished_children.add(event.seq)
 
     kept: list[Event] = []
-    trimmed = 0
     for event in prefix[1:]:
         if isinstance(event, _ActivityEvent) and event.seq not in finished_activities:
-            trimmed += 1
             continue
         if isinstance(event, ChildWorkflowStarted) and event.seq not in finished_children:
-            trimmed += 1
             continue
         kept.append(msgspec.structs.replace(event, event_id=len(kept) + 2))
 
@@ -117,7 +112,7 @@ def copy_prefix(
         parent_run_id=first.parent_run_id if keep_parent else None,
         parent_seq=first.parent_seq if keep_parent else 0,
     )
-    return CopiedHistory(started=started, events=tuple(kept), trimmed=trimmed)
+    return CopiedHistory(started=started, events=tuple(kept))
 
 
 def recovery_cut(history: Sequence[AnyEvent]) -> int:
