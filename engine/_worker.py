@@ -334,6 +334,8 @@ class Worker:
         return remove_all
 
     def _notify_held(self, run_id: str) -> None:
+        """Another process appended to a run some worker holds: wake its driver if it is
+        this worker's. No poll: every worker hears this, only the holder has work."""
         driver = self.drivers.get(run_id)
         if driver is not None:
             driver.notify()
@@ -356,9 +358,7 @@ class Worker:
     def notify(self, run_id: str | None = None) -> None:
         """New work may be ready (a run was started or woken in this process)."""
         if run_id is not None:
-            driver = self.drivers.get(run_id)
-            if driver is not None:
-                driver.notify()
+            self._notify_held(run_id)
         self._wakeup.set()
 
     # -- loops -----------------------------------------------------------------------------
