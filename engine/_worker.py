@@ -283,7 +283,9 @@ class Worker:
                     # A store locked past its busy timeout (or a full disk) is usually
                     # transient; a worker that stopped polling for good would strand runs.
                     self.log.warning("polling the store failed; will retry", error=str(exc))
-                    await self.clock.sleep_until(self.clock.now() + self.poll_interval)
+                    # Like an idle poll: a notice of new work (the store is back, a run was
+                    # started here) cuts the wait short.
+                    await self.clock.wait(self._wakeup, self.clock.now() + self.poll_interval)
         except InjectedCrash as crash:
             self.crashed = crash
         finally:

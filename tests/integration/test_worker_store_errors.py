@@ -1,14 +1,16 @@
 """A worker survives a store error while polling (a lock held past the busy timeout, a full
-disk): it logs, waits a poll interval and polls again instead of stopping for good."""
+disk): it logs, waits up to a poll interval (less when told of new work) and polls again
+instead of stopping for good."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from engine import Client, Worker
-from history import StoreError, open_store
+from history import SqliteStore, StoreError, open_store
 from sdk import workflow
 
 
@@ -35,4 +37,28 @@ async def test_a_store_error_while_claiming_does_not_stop_the_worker(tmp_path: P
                 assert await handle.result() == "ok"
         assert failures == []
     finally:
+        await store.close()
+
+
+async def test_after_a_failed_poll_new_work_is_taken_without_waiting_a_poll_interval(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "perdura.db"
+    store = await SqliteStore.open(path, busy_timeout=0.1)
+    client = Client(store)
+    locker = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with Worker(store, task_queue="q", workflows=[noop], poll_interval=30.0) as worker:
+            client.add_listener(worker)
+            # Another process holds the write lock past the busy timeout: the poll this
+            # notice starts fails ("database is locked").
+            locker.execute("BEGIN IMMEDIATE")
+            client.notify_listeners()
+            await asyncio.sleep(0.5)
+            locker.execute("ROLLBACK")
+            handle = await client.start_workflow(noop, id="noop-2", task_queue="q")
+            async with asyncio.timeout(5):  # far less than the 30 s poll interval
+                assert await handle.result() == "ok"
+    finally:
+        locker.close()
         await store.close()
