@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +32,8 @@ from history import (
     Failure,
     Payload,
     PayloadConverter,
+    PayloadDecodeError,
+    PayloadEncodeError,
     PerduraError,
     TimeoutType,
 )
@@ -140,12 +144,7 @@ async def run_attempt(
     context = ActivityContext(info=info, loop=loop, on_heartbeat=on_heartbeat)
     context.last_heartbeat = loop.time()
     try:
-        args = [
-            converter.decode(p, t, name=f"argument {n!r} of activity {definition.name!r}")
-            for p, t, n in zip(
-                call.args, definition.param_types, definition.param_names, strict=False
-            )
-        ]
+        args = _decode_args(definition, call.args, converter)
     except Exception as exc:
         return AttemptOutcome(error=ApplicationError(str(exc), non_retryable=True))
 
@@ -172,10 +171,34 @@ async def run_attempt(
     finally:
         _current.reset(token)
     try:
-        payload = converter.encode(value, name=f"result of activity {definition.name!r}")
-    except Exception as exc:
-        return AttemptOutcome(error=ApplicationError(str(exc), non_retryable=True))
+        payload = converter.encode(value)
+    except PayloadEncodeError as unnamed:
+        error: Exception = unnamed
+        try:  # again, for the message that says what could not be encoded
+            converter.encode(value, name=f"result of activity {definition.name!r}")
+        except Exception as named:
+            error = named
+        return AttemptOutcome(error=ApplicationError(str(error), non_retryable=True))
     return AttemptOutcome(result=payload)
+
+
+def _decode_args(
+    definition: ActivityDefinition[Any, Any],
+    payloads: tuple[Payload, ...],
+    converter: PayloadConverter,
+) -> list[Any]:
+    """The attempt's arguments, typed by the activity's signature. The names that word a
+    decoding error are only formatted when one occurs."""
+    try:
+        return [
+            converter.decode(p, t) for p, t in zip(payloads, definition.param_types, strict=False)
+        ]
+    except PayloadDecodeError:
+        pass
+    return [
+        converter.decode(p, t, name=f"argument {n!r} of activity {definition.name!r}")
+        for p, t, n in zip(payloads, definition.param_types, definition.param_names, strict=False)
+    ]
 
 
 class _AttemptTimedOut(Exception):
@@ -190,14 +213,98 @@ async def _run_inline(
     kind: TimeoutType,
 ) -> Any:
     """The common case (async, no heartbeat timeout): awaited in place, no extra task."""
-    scope = asyncio.timeout(limit)
+    if limit is None:
+        return await definition.fn(*args)
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    deadlines = _deadlines.get(loop)
+    if deadlines is None:
+        deadlines = _deadlines[loop] = _Deadlines()
+    limited = deadlines.add(loop, task, loop.time() + limit)
     try:
-        async with scope:
-            return await _invoke(definition, args)
-    except TimeoutError:
-        if scope.expired():
+        value = await definition.fn(*args)
+    except asyncio.CancelledError:
+        # As asyncio.timeout(): a timeout only if no other cancellation is pending.
+        if deadlines.finish(limited) and task.uncancel() <= limited.cancelling:
             raise _AttemptTimedOut(kind) from None
         raise
+    except BaseException:
+        if deadlines.finish(limited):
+            task.uncancel()
+        raise
+    if deadlines.finish(limited):
+        task.uncancel()
+    return value
+
+
+class _Limited:
+    __slots__ = ("cancelling", "deadline", "expired", "task")
+
+    def __init__(self, task: asyncio.Task[Any], deadline: float) -> None:
+        self.task = task
+        self.deadline = deadline
+        self.cancelling = task.cancelling()
+        self.expired = False
+
+
+class _Deadlines:
+    """The time limits of the attempts running on one loop, behind one timer handle.
+
+    Every attempt has a limit (start-to-close defaults to five minutes), and nearly every
+    attempt ends long before it: ``asyncio.timeout()`` would push a timer handle onto the
+    loop's heap and cancel it again for each one. Here an attempt costs a dict entry; the
+    one handle is armed for the earliest deadline and, when it fires, cancels the attempts
+    past theirs and re-arms for the next.
+    """
+
+    __slots__ = ("armed_at", "entries", "handle")
+
+    def __init__(self) -> None:
+        self.entries: dict[_Limited, None] = {}
+        self.handle: asyncio.TimerHandle | None = None
+        self.armed_at = math.inf
+
+    def add(
+        self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], deadline: float
+    ) -> _Limited:
+        limited = _Limited(task, deadline)
+        self.entries[limited] = None
+        if deadline < self.armed_at:
+            self._arm(loop, deadline)
+        return limited
+
+    def finish(self, limited: _Limited) -> bool:
+        """Forget ``limited``; whether its deadline passed (its task was cancelled for it)."""
+        self.entries.pop(limited, None)
+        return limited.expired
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.armed_at = at
+        self.handle = loop.call_at(at, self._fire, loop)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.handle = None
+        self.armed_at = math.inf
+        now = loop.time() + _CLOCK_RESOLUTION  # as the loop decides a handle is due
+        earliest = math.inf
+        for limited in list(self.entries):
+            if limited.deadline <= now:
+                del self.entries[limited]
+                limited.expired = True
+                limited.task.cancel()
+            elif limited.deadline < earliest:
+                earliest = limited.deadline
+        if earliest < math.inf:
+            self._arm(loop, earliest)
+
+
+_CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution
+_deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def _run_watched(

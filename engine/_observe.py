@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -277,7 +277,6 @@ class Observer:
 
     # -- activity attempts -----------------------------------------------------------------
 
-    @contextmanager
     def attempt(
         self,
         view: RunView,
@@ -285,60 +284,13 @@ class Observer:
         activity_id: int,
         attempt: int,
         due_at: datetime | None,
-    ) -> Iterator[AttemptScope]:
+    ) -> _ObservedAttempt:
         """Around one attempt, inside its task slot: log context, slot gauge, the
-        ``ActivityStarted`` event, schedule-to-start latency, duration and span."""
-        now = self.clock.now()
-        structlog.contextvars.bind_contextvars(
-            **view.fields(), activity=activity_type, activity_id=activity_id, attempt=attempt
-        )
-        metrics = self.metrics
-        if due_at is not None:
-            metrics.schedule_to_start(activity_type, now - due_at.timestamp())
-        if self.listeners:
-            self.listeners.emit(
-                [
-                    ev.ActivityStarted(
-                        **view.fields(),
-                        timestamp=to_datetime(now),
-                        activity_type=activity_type,
-                        activity_id=activity_id,
-                        attempt=attempt,
-                    )
-                ]
-            )
-        scope = AttemptScope()
-        span_cm: Any = (
-            nullcontext(None)
-            if self.tracing is None
-            else self.tracing.span(
-                "perdura.activity",
-                {
-                    "perdura.workflow_id": view.workflow_id,
-                    "perdura.run_id": view.run_id,
-                    "perdura.workflow_type": view.workflow_type,
-                    "perdura.task_queue": view.task_queue,
-                    "perdura.activity_type": activity_type,
-                    "perdura.activity_id": activity_id,
-                    "perdura.attempt": attempt,
-                },
-            )
-        )
-        metrics.activity_slots_in_use += 1
-        started = time.perf_counter()
-        try:
-            with span_cm as span:
-                yield scope
-                if span is not None and self.tracing is not None and scope.outcome is not None:
-                    span.set_attribute("perdura.outcome", scope.outcome)
-                    if scope.outcome != "completed":
-                        if scope.failure:
-                            span.set_attribute("perdura.failure_class", scope.failure)
-                        self.tracing.fail(span, scope.outcome)
-        finally:
-            metrics.activity_slots_in_use -= 1
-            if scope.outcome is not None:
-                metrics.attempt(activity_type, scope.outcome, time.perf_counter() - started)
+        ``ActivityStarted`` event, schedule-to-start latency, duration and span.
+
+        The log context adds the activity's fields only: the run's are already bound in the
+        task the attempt runs in (``session``/``loaded``, or the activity-task runner)."""
+        return _ObservedAttempt(self, view, activity_type, activity_id, attempt, due_at)
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -373,3 +325,99 @@ _CLOSING: dict[type, str] = {
 _REPORTED: frozenset[type] = frozenset(
     {ActivityCompleted, ActivityFailed, ActivityTimedOut, *_CLOSING}
 )
+
+
+class _ObservedAttempt:
+    """What :meth:`Observer.attempt` does on entry and exit (a class rather than a generator
+    context manager: this runs once per activity attempt, on the hot path)."""
+
+    __slots__ = (
+        "activity_id",
+        "activity_type",
+        "attempt",
+        "due_at",
+        "observer",
+        "scope",
+        "span",
+        "span_cm",
+        "started",
+        "view",
+    )
+
+    def __init__(
+        self,
+        observer: Observer,
+        view: RunView,
+        activity_type: str,
+        activity_id: int,
+        attempt: int,
+        due_at: datetime | None,
+    ) -> None:
+        self.observer = observer
+        self.view = view
+        self.activity_type = activity_type
+        self.activity_id = activity_id
+        self.attempt = attempt
+        self.due_at = due_at
+        self.scope = AttemptScope()
+        self.span_cm: Any = None
+        self.started = 0.0
+
+    def __enter__(self) -> AttemptScope:
+        observer, view, activity_type = self.observer, self.view, self.activity_type
+        now = observer.clock.now()
+        structlog.contextvars.bind_contextvars(
+            activity=activity_type, activity_id=self.activity_id, attempt=self.attempt
+        )
+        metrics = observer.metrics
+        if self.due_at is not None:
+            metrics.schedule_to_start(activity_type, now - self.due_at.timestamp())
+        if observer.listeners:
+            observer.listeners.emit(
+                [
+                    ev.ActivityStarted(
+                        **view.fields(),
+                        timestamp=to_datetime(now),
+                        activity_type=activity_type,
+                        activity_id=self.activity_id,
+                        attempt=self.attempt,
+                    )
+                ]
+            )
+        if observer.tracing is not None:
+            self.span_cm = observer.tracing.span(
+                "perdura.activity",
+                {
+                    "perdura.workflow_id": view.workflow_id,
+                    "perdura.run_id": view.run_id,
+                    "perdura.workflow_type": view.workflow_type,
+                    "perdura.task_queue": view.task_queue,
+                    "perdura.activity_type": activity_type,
+                    "perdura.activity_id": self.activity_id,
+                    "perdura.attempt": self.attempt,
+                },
+            )
+            self.span = self.span_cm.__enter__()
+        metrics.activity_slots_in_use += 1
+        self.started = time.perf_counter()
+        return self.scope
+
+    def __exit__(self, *exc_info: Any) -> None:
+        observer, scope = self.observer, self.scope
+        try:
+            if self.span_cm is not None:
+                span, tracing = self.span, observer.tracing
+                if exc_info[0] is None and tracing is not None and scope.outcome is not None:
+                    span.set_attribute("perdura.outcome", scope.outcome)
+                    if scope.outcome != "completed":
+                        if scope.failure:
+                            span.set_attribute("perdura.failure_class", scope.failure)
+                        tracing.fail(span, scope.outcome)
+                self.span_cm.__exit__(*exc_info)
+        finally:
+            metrics = observer.metrics
+            metrics.activity_slots_in_use -= 1
+            if scope.outcome is not None:
+                metrics.attempt(
+                    self.activity_type, scope.outcome, time.perf_counter() - self.started
+                )

@@ -199,6 +199,10 @@ class ActivityTaskRunner:
             activity_type=lambda seq: scheduled.activity_type,
         )
         observer = self.observer
+        if observer is not None:
+            # No run session around this task (unlike a run's own attempts): the run's log
+            # fields are bound here, the attempt's by the observer.
+            structlog.contextvars.bind_contextvars(**view.fields())
         async with self.slots:
             observed = (
                 nullcontext(AttemptScope())
