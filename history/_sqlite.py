@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,6 +245,9 @@ class SqliteStore:
         writer = await cls._connect(path, durability, busy_timeout)
         try:
             await _on(writer, _migrate, path)
+            # From here on the writer waits for another process's write lock itself
+            # (``_begin``): the loop thread's inline commits must never block on it.
+            await _on(writer, _execute, "PRAGMA busy_timeout = 0")
             reader = await cls._connect(path, durability, busy_timeout)
         except sqlite3.Error as exc:
             await writer.close()
@@ -319,17 +323,14 @@ class SqliteStore:
         is not running (``_flushing`` is false) and cannot start until this returns.
         """
         conn: sqlite3.Connection = self._writer._conn
-        conn.execute("PRAGMA busy_timeout = 0")
         try:
-            [(ok, value)] = _run_batch(conn, [op])
+            [(ok, value)] = _run_batch(conn, [op], busy_timeout=0.0)
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            if _is_busy(exc):
                 return False, None
             raise _map_sqlite_error(exc, f"writing to {self.path}") from exc
         except sqlite3.Error as exc:
             raise _map_sqlite_error(exc, f"writing to {self.path}") from exc
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
         self.commits += 1
         if ok:
             return True, value
@@ -342,7 +343,9 @@ class SqliteStore:
             while self._queued.ops:
                 batch, self._queued = self._queued, _Batch()
                 try:
-                    outcomes = await _on(self._writer, _run_batch, batch.ops)
+                    outcomes = await _on(
+                        self._writer, _run_batch, batch.ops, self._busy_timeout_ms / 1000
+                    )
                 except sqlite3.Error as exc:
                     error = _map_sqlite_error(exc, f"writing to {self.path}")
                     for future in batch.futures:
@@ -432,15 +435,16 @@ class SqliteStore:
             callback()
 
     async def wait_for_run(self, run_id: str, max_wait: float) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._run_waiters.setdefault(run_id, []).append(future)
         if self._close_watcher is None or self._close_watcher.done():
-            self._close_watcher = asyncio.get_running_loop().create_task(self._watch_closes())
+            self._close_watcher = loop.create_task(self._watch_closes())
+        bound = loop.call_later(max_wait, _resolve, future)
         try:
-            await asyncio.wait_for(future, max_wait)
-        except TimeoutError:
-            pass
+            await future
         finally:
+            bound.cancel()
             waiters = self._run_waiters.get(run_id)
             if waiters is not None and future in waiters:
                 waiters.remove(future)
@@ -893,33 +897,85 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         raise
 
 
+_BUSY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.025, 0.025, 0.05, 0.05, 0.1)
+"""Waits between attempts to take the write lock: the schedule of SQLite's own busy handler."""
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _execute(conn: sqlite3.Connection, sql: str) -> None:
+    conn.execute(sql)
+
+
+def _begin(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """``BEGIN IMMEDIATE``, waiting up to ``busy_timeout`` seconds for another process's
+    write lock.
+
+    The writer connection's own busy timeout is 0 so that a commit made on the event loop's
+    thread fails at once instead of blocking the loop (``SqliteStore._write_inline``); the
+    writer thread waits here instead, as SQLite's busy handler would.
+    """
+    waited = 0.0
+    attempt = 0
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or waited >= busy_timeout:
+                raise
+        delay = min(_BUSY_DELAYS[min(attempt, len(_BUSY_DELAYS) - 1)], busy_timeout - waited)
+        time.sleep(delay)
+        waited += delay
+        attempt += 1
+
+
 def _run_batch(
-    conn: sqlite3.Connection, ops: list[Callable[[sqlite3.Connection], Any]]
+    conn: sqlite3.Connection,
+    ops: list[Callable[[sqlite3.Connection], Any]],
+    busy_timeout: float,
 ) -> list[tuple[bool, Any]]:
-    """Apply ``ops`` in one transaction; each op's failure is confined to its savepoint.
+    """Apply ``ops`` in one transaction; each op's failure is confined to itself.
 
     Any ``Exception`` counts as the op's own failure (an event that cannot be encoded, say):
     it must neither undo the other callers' operations nor escape into ``_flush``, which
     would stop serving the queue and leave later writers waiting forever.
+
+    Ops almost never raise (a refused append returns its error without writing), so the
+    batch first runs without savepoints; if one raises, the transaction is rolled back and
+    the batch runs again with a savepoint around each op. An op is a function of what the
+    database holds, so the second run decides as the first did.
     """
-    outcomes: list[tuple[bool, Any]] = []
-    conn.execute("BEGIN IMMEDIATE")
+    _begin(conn, busy_timeout)
     try:
         if len(ops) == 1:
             try:
-                outcomes.append((True, ops[0](conn)))
+                outcomes: list[tuple[bool, Any]] = [(True, ops[0](conn))]
             except Exception as exc:
                 conn.execute("ROLLBACK")
                 return [(False, exc)]
         else:
-            for op in ops:
-                conn.execute("SAVEPOINT op")
-                try:
-                    outcomes.append((True, op(conn)))
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    outcomes.append((False, exc))
-                conn.execute("RELEASE op")
+            try:
+                outcomes = [(True, op(conn)) for op in ops]
+            except Exception:
+                conn.execute("ROLLBACK")
+                _begin(conn, busy_timeout)
+                outcomes = []
+                for op in ops:
+                    conn.execute("SAVEPOINT op")
+                    try:
+                        outcomes.append((True, op(conn)))
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO op")
+                        outcomes.append((False, exc))
+                    conn.execute("RELEASE op")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
