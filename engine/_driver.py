@@ -276,6 +276,17 @@ class RunDriver:
         return await self._feed(events)
 
     async def _feed(self, events: list[AnyEvent] | tuple[AnyEvent, ...]) -> bool:
+        """Feed ``events`` to the instance; False when its code cannot progress (the task
+        failure is recorded)."""
+        error = self._apply(events)
+        if error is not None:
+            await self._fail_task(error)
+            return False
+        return True
+
+    def _apply(self, events: list[AnyEvent] | tuple[AnyEvent, ...]) -> BaseException | None:
+        """Feed ``events``; the error that stops the code, if one does. (Synchronous: this
+        runs once per step, and the failure path is the only one that awaits.)"""
         instance = self.instance
         assert instance is not None
         try:
@@ -287,12 +298,10 @@ class RunDriver:
                         raised = instance.activities[event.seq]
                         raised.start_to_close_timeout = event.next_start_to_close_timeout
         except NondeterminismError as exc:
-            await self._fail_task(exc)
-            return False
+            return exc
         if instance.task_failure is not None:
-            await self._fail_task(instance.task_failure.error)
-            return False
-        return True
+            return instance.task_failure.error
+        return None
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -352,53 +361,24 @@ class RunDriver:
                 scheduled.add(call.seq)
                 events.append(call.scheduled_event(stamp))
 
-        for timer in list(instance.open_timers.values()):
-            if not timer.recorded and not timer.cancel_requested:
-                events.append(
-                    TimerStarted(
-                        timestamp=stamp,
-                        seq=timer.seq,
-                        fire_at=timer.fire_at,
-                        duration=timer.duration,
-                    )
-                )
-            elif (
-                timer.recorded
-                and timer.cancel_requested
-                and not timer.cancel_recorded
-                and not timer.fired
-            ):
-                events.append(TimerCancelled(timestamp=stamp, seq=timer.seq))
-            elif timer.pending and timer.fire_at.timestamp() <= now:
-                self.env.fault(FaultPoint.TIMER_FIRE)
-                events.append(TimerFired(timestamp=stamp, seq=timer.seq))
+        if instance.open_timers:
+            self._collect_timers(now, stamp, events)
 
+        env = self.env
+        local_queue, local_types = env.task_queue, env.registry.activities
         for call in instance.open_activities.values():
-            if not call.done and not call.recorded and not self.env.runs_locally(call):
+            if (
+                not call.done
+                and not call.recorded
+                and not (call.task_queue == local_queue and call.activity_type in local_types)
+            ):
                 event = call.scheduled_event(stamp)
                 scheduled.add(call.seq)
                 events.append(event)
                 batch.tasks.append(remote_task(instance, event, call.attempt, now))
 
-        with_outcome = {seq for seq, _, _ in self.outcomes}
-        for seq, entry in self.heartbeats.items():
-            attempt, details = entry
-            call = instance.activities[seq]
-            if call.done or seq in with_outcome:
-                continue
-            try:
-                payloads = self.env.converter.encode_all(
-                    details, [f"heartbeat detail {i + 1}" for i in range(len(details))]
-                )
-            except PerduraError as exc:
-                self.log.warning("heartbeat details dropped", seq=seq, error=str(exc))
-                batch.heartbeats.append((seq, entry))
-                continue
-            ensure_scheduled(call)
-            events.append(
-                ActivityHeartbeat(timestamp=stamp, seq=seq, attempt=attempt, details=payloads)
-            )
-            batch.heartbeats.append((seq, entry))
+        if self.heartbeats:
+            self._collect_heartbeats(stamp, batch, ensure_scheduled)
 
         for outcome in self.outcomes:
             seq, attempt, result = outcome
@@ -408,18 +388,20 @@ class RunDriver:
                 continue
             ensure_scheduled(call)
             events.append(
-                outcome_event(
-                    call, attempt, result, self.env.converter, stamp, self.env.failure_policy
-                )
+                outcome_event(call, attempt, result, env.converter, stamp, env.failure_policy)
             )
 
-        for call in list(instance.open_activities.values()):
-            if call.cancel_requested and not call.done:
-                task = self.local.pop(call.seq, None)
-                if task is not None:
-                    task.cancel()
-                ensure_scheduled(call)
-                events.append(ActivityCancelled(timestamp=stamp, seq=call.seq))
+        cancelled = [
+            call
+            for call in instance.open_activities.values()
+            if not call.done and call.future is not None and call.future.cancelled()
+        ]
+        for call in cancelled:
+            task = self.local.pop(call.seq, None)
+            if task is not None:
+                task.cancel()
+            ensure_scheduled(call)
+            events.append(ActivityCancelled(timestamp=stamp, seq=call.seq))
 
         for marker in list(instance.open_markers.values()):
             ran = self.side_effects.get(marker.seq)
@@ -507,6 +489,55 @@ class RunDriver:
             events.append(closing)
             batch.linked.extend(self._closing_notices(closing, stamp, now))
         return batch
+
+    def _collect_timers(self, now: float, stamp: datetime, events: list[Event]) -> None:
+        instance = self.instance
+        assert instance is not None
+        for timer in list(instance.open_timers.values()):
+            if not timer.recorded and not timer.cancel_requested:
+                events.append(
+                    TimerStarted(
+                        timestamp=stamp,
+                        seq=timer.seq,
+                        fire_at=timer.fire_at,
+                        duration=timer.duration,
+                    )
+                )
+            elif (
+                timer.recorded
+                and timer.cancel_requested
+                and not timer.cancel_recorded
+                and not timer.fired
+            ):
+                events.append(TimerCancelled(timestamp=stamp, seq=timer.seq))
+            elif timer.pending and timer.fire_at.timestamp() <= now:
+                self.env.fault(FaultPoint.TIMER_FIRE)
+                events.append(TimerFired(timestamp=stamp, seq=timer.seq))
+
+    def _collect_heartbeats(
+        self, stamp: datetime, batch: _Batch, ensure_scheduled: Callable[[ActivityCall], None]
+    ) -> None:
+        instance = self.instance
+        assert instance is not None
+        with_outcome = {seq for seq, _, _ in self.outcomes}
+        for seq, entry in self.heartbeats.items():
+            attempt, details = entry
+            call = instance.activities[seq]
+            if call.done or seq in with_outcome:
+                continue
+            try:
+                payloads = self.env.converter.encode_all(
+                    details, [f"heartbeat detail {i + 1}" for i in range(len(details))]
+                )
+            except PerduraError as exc:
+                self.log.warning("heartbeat details dropped", seq=seq, error=str(exc))
+                batch.heartbeats.append((seq, entry))
+                continue
+            ensure_scheduled(call)
+            batch.events.append(
+                ActivityHeartbeat(timestamp=stamp, seq=seq, attempt=attempt, details=payloads)
+            )
+            batch.heartbeats.append((seq, entry))
 
     def _continue_as_new(
         self, args: tuple[Payload, ...], stamp: datetime, batch: _Batch
@@ -607,7 +638,11 @@ class RunDriver:
             env.notify(run_id)
         for notice in batch.linked:
             env.notify(notice.run_id)
-        return await self._feed(result.events)
+        failure = self._apply(result.events)
+        if failure is not None:
+            await self._fail_task(failure)
+            return False
+        return True
 
     def _child_start_failed(self, error: WorkflowAlreadyRunningError) -> None:
         instance = self.instance
@@ -647,9 +682,12 @@ class RunDriver:
         return True
 
     async def _store_append(self, request: AppendRequest) -> AppendResult:
-        self.env.fault(FaultPoint.BEFORE_APPEND)
-        [result] = await self.env.store.append([request])
-        self.env.fault(FaultPoint.AFTER_APPEND)
+        env = self.env
+        if env.faults is not None:
+            env.faults.hit(FaultPoint.BEFORE_APPEND)
+        [result] = await env.store.append([request])
+        if env.faults is not None:
+            env.faults.hit(FaultPoint.AFTER_APPEND)
         return result
 
     async def _release_quietly(self) -> None:
@@ -764,8 +802,13 @@ class RunDriver:
                 scheduled_at=call.scheduled_at,
                 started_at=to_datetime(env.clock.now()),
                 heartbeat_details=tuple(
-                    env.converter.decode(p, name="heartbeat detail") for p in call.heartbeat_details
-                ),
+                    [
+                        env.converter.decode(p, name="heartbeat detail")
+                        for p in call.heartbeat_details
+                    ]
+                )
+                if call.heartbeat_details
+                else (),
             )
 
             def on_heartbeat(details: tuple[Any, ...]) -> None:

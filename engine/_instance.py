@@ -307,6 +307,8 @@ class WorkflowInstance:
         self.unrecorded_patches: list[str] = []
         self.deprecated_patches: set[str] = set()
         self._main: asyncio.Task[Any] | None = None
+        self._deadline_of: WorkflowStarted | None = None
+        self._deadline: tuple[datetime, str] | None = None
 
     @property
     def workflow_type(self) -> str:
@@ -348,8 +350,16 @@ class WorkflowInstance:
             )
         self.last_event_id = event.event_id
         self._unsized.append(event)
-        # Checked once live: the first live event after a replay measures what it fed.
-        if not self.history_warned and not self.is_replaying and self.continue_as_new_suggested:
+        # Checked live only. The size in bytes costs an encoding of every event, so it is
+        # measured every 64th event: the warning can wait that long.
+        if (
+            not self.history_warned
+            and not self.is_replaying
+            and (
+                self.last_event_id >= HISTORY_WARN_EVENTS
+                or (not self.last_event_id % 64 and self.history_size >= HISTORY_WARN_BYTES)
+            )
+        ):
             self.history_warned = True
             log.warning(
                 "workflow history is long; continue as new to keep it short",
@@ -873,6 +883,14 @@ class WorkflowInstance:
     def deadline(self) -> tuple[datetime, str] | None:
         """When the run times out, and which timeout that is."""
         started = self.started
+        if self._deadline_of is started:
+            return self._deadline
+        self._deadline_of = started
+        self._deadline = self._deadline_from(started)
+        return self._deadline
+
+    @staticmethod
+    def _deadline_from(started: WorkflowStarted) -> tuple[datetime, str] | None:
         candidates: list[tuple[datetime, str]] = []
         if started.run_timeout is not None:
             candidates.append((started.timestamp + timedelta(seconds=started.run_timeout), "run"))
