@@ -199,6 +199,7 @@ class Client:
             ),
         )
         await self.store.create_run(run_id, started, now=now)
+        self._announce_created(run_id, msgspec.structs.replace(started, event_id=1))
         self.notify_listeners()
         return WorkflowHandle(self, id, run_id, result_type=result_type)
 
@@ -245,6 +246,14 @@ class Client:
         )
         result.unwrap()
         self.notify_listeners(run_id)
+
+    def _announce_created(self, run_id: str, started: WorkflowStarted) -> None:
+        """Hand a new run's first event, as stored, to in-process workers that take
+        ``run_created``: the one that claims the run need not read it back."""
+        for listener in self._listeners:
+            created = getattr(listener, "run_created", None)
+            if created is not None:
+                created(run_id, started)
 
     def notify_listeners(self, run_id: str | None = None) -> None:
         """Tell in-process workers that a run was started (``None``) or changed."""

@@ -102,6 +102,8 @@ class DriverEnv:
     step_deadline: float | None = 2.0
     cache: dict[str, WorkflowInstance] = field(default_factory=dict)
     cache_size: int = 1000
+    fresh: dict[str, WorkflowStarted] = field(default_factory=dict)
+    """First events of runs a client in this process just created (``Worker.run_created``)."""
     on_closed: Callable[[str], None] | None = None
     faults: Faults | None = None
     rng: random.Random = field(default_factory=random.Random)
@@ -218,7 +220,13 @@ class RunDriver:
                 env.observer.loaded(self._view(), cached=True)
             return await self._catch_up()
         loading = time.perf_counter()
-        events = await env.store.read_history(self.run_id)
+        fresh = env.fresh.pop(self.run_id, None)
+        if fresh is not None and self.claimed_length == 1:
+            # Created by this process, and nothing appended by the claim: no read needed.
+            # (Something appended since makes the first append conflict, and catch up.)
+            events: list[AnyEvent] = [fresh]
+        else:
+            events = await env.store.read_history(self.run_id)
         if not events or not isinstance(events[0], WorkflowStarted):
             raise PerduraError(f"run {self.run_id}: history does not start with WorkflowStarted")
         started = events[0]

@@ -144,8 +144,8 @@ class Observer:
 
     def loaded(self, view: RunView, *, cached: bool, replay_seconds: float = 0.0) -> None:
         """A run was picked up: from the cache, or replayed from history in
-        ``replay_seconds``."""
-        structlog.contextvars.bind_contextvars(**view.fields())
+        ``replay_seconds``. (``session`` bound the run's other log fields.)"""
+        structlog.contextvars.bind_contextvars(workflow_id=view.workflow_id)
         if self.tracing is not None:
             self.tracing.annotate(
                 {"perdura.workflow_id": view.workflow_id, "perdura.replayed": not cached}

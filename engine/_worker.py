@@ -29,6 +29,7 @@ from history import (
     PayloadConverter,
     Store,
     StoreError,
+    WorkflowStarted,
     WorkNotifier,
 )
 
@@ -52,7 +53,11 @@ __all__ = ["Worker"]
 def _nothing() -> None:
     pass
 
+
 log = structlog.get_logger("perdura.worker")
+
+FRESH_RUNS_KEPT = 10_000
+"""First events of runs started in this process and not yet claimed, kept for the claim."""
 
 
 _worker_numbers = itertools.count(1)
@@ -151,9 +156,7 @@ class Worker:
         slots = asyncio.Semaphore(max_concurrent_activities)
         self.listeners = ListenerSet(listeners)
         """Execution event listeners (``worker.listeners.add(fn)``): see engine/_listeners."""
-        self.metrics = WorkerMetrics(
-            metrics_registry, task_queue=task_queue, worker=self.identity
-        )
+        self.metrics = WorkerMetrics(metrics_registry, task_queue=task_queue, worker=self.identity)
         self._metrics_port = metrics_port
         self.metrics_server: MetricsServer | None = None
         """The worker's own ``/metrics`` endpoint while it runs (``metrics_port``)."""
@@ -356,6 +359,19 @@ class Worker:
             and not self.activity_runner.running
             and all(d.waiting and not d.local for d in self.drivers.values())
         )
+
+    def run_created(self, run_id: str, started: WorkflowStarted) -> None:
+        """A client in this process created a run: keep its first event for the driver that
+        claims it (``DriverEnv.fresh``), sparing it a read of what was just written."""
+        if (
+            started.task_queue != self.task_queue
+            or started.workflow_type not in self.registry.workflows
+        ):
+            return
+        fresh = self.env.fresh
+        fresh[run_id] = started
+        while len(fresh) > FRESH_RUNS_KEPT:
+            fresh.pop(next(iter(fresh)))
 
     def notify(self, run_id: str | None = None) -> None:
         """New work may be ready (a run was started or woken in this process)."""

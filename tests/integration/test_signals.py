@@ -405,3 +405,37 @@ async def test_signals_survive_a_worker_crash_at_any_point(
             assert executions[message] == 1, f"{message} was recorded, yet delivered again"
         else:  # in flight at the crash (at-least-once) or sent after it
             assert 1 <= executions[message] <= 2, (message, executions)
+
+
+async def test_a_run_started_in_this_process_sees_signals_sent_before_its_worker_claims_it(
+    client: Client,
+) -> None:
+    # The worker is told about the new run (and keeps its first event, so as not to read it
+    # back) but does not poll until the signals are recorded: its claim must see them.
+    worker = Worker(
+        client.store,
+        task_queue=QUEUE,
+        workflows=[Mailbox],
+        activities=[deliver],
+        converter=client.converter,
+        clock=client.clock,
+    )
+    client.add_listener(worker)
+    try:
+        handle = await client.start_workflow(Mailbox, "ann", id="mail-early", task_queue=QUEUE)
+        assert handle.run_id in worker.env.fresh
+        await handle.signal("post", "early")
+        await handle.signal("close")
+        async with worker, asyncio.timeout(WAIT):
+            assert await handle.result() == ["early"]
+    finally:
+        client.remove_listener(worker)
+    assert DELIVERED == ["early"]
+
+
+async def test_a_run_started_for_another_queue_is_not_kept_for_this_worker(client: Client) -> None:
+    async with open_worker(
+        client, task_queue=QUEUE, workflows=[Mailbox], activities=[deliver]
+    ) as worker:
+        handle = await client.start_workflow(Mailbox, "ann", id="mail-else", task_queue="other")
+        assert handle.run_id not in worker.env.fresh
