@@ -61,14 +61,14 @@ __all__ = [
 ]
 
 
-class Payload(msgspec.Struct, frozen=True, array_like=True):
+class Payload(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One encoded user value. ``encoding`` names the codec that produced ``data``."""
 
     encoding: str
     data: bytes
 
 
-class Failure(msgspec.Struct, frozen=True, kw_only=True):
+class Failure(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An exception as recorded: enough to show it to an operator and to rebuild an error."""
 
     type: str
@@ -89,7 +89,9 @@ class TimeoutType(enum.Enum):
     HEARTBEAT = "heartbeat"
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
+class Event(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True, gc=False
+):
     """Common header. ``event_id`` is assigned by the store: 1, 2, 3 … with no gaps.
 
     Fields equal to their default are not written (``omit_defaults``), which is why a
@@ -100,7 +102,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_de
     timestamp: datetime
 
 
-class RunOrigin(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class RunOrigin(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """Where a copied history came from: ``kind`` is ``reset``, ``fork``, ``recover`` or
     ``import``; ``event_id`` is the last event of ``run_id`` the copy was cut after (before
     trimming unfinished steps)."""

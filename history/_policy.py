@@ -7,7 +7,7 @@ import msgspec
 __all__ = ["RetryPolicy"]
 
 
-class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """How a failed activity attempt is retried.
 
     Intervals are seconds. ``maximum_attempts=0`` means no limit (Temporal's default): an

@@ -97,7 +97,7 @@ class Durability(enum.Enum):
     NORMAL = "normal"
 
 
-class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
+class RunInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One run as the store indexes it (a projection of its history)."""
 
     run_id: str
@@ -113,7 +113,7 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     wake_at: float | None = None
 
 
-class TimerInfo(msgspec.Struct, frozen=True, kw_only=True):
+class TimerInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     run_id: str
     seq: int
     fire_at: datetime
@@ -132,7 +132,7 @@ class RunQuery(msgspec.Struct, frozen=True, kw_only=True):
     offset: int = 0
 
 
-class RunClaim(msgspec.Struct, frozen=True, kw_only=True):
+class RunClaim(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A run leased to one worker; ``fence`` must accompany every append it makes."""
 
     run_id: str
@@ -141,7 +141,7 @@ class RunClaim(msgspec.Struct, frozen=True, kw_only=True):
     history_length: int
 
 
-class ActivityTaskSpec(msgspec.Struct, frozen=True, kw_only=True):
+class ActivityTaskSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An activity attempt to be run by a worker polling ``task_queue`` (not eagerly)."""
 
     seq: int
@@ -152,7 +152,7 @@ class ActivityTaskSpec(msgspec.Struct, frozen=True, kw_only=True):
     """The engine's own description of the attempt; opaque to the store."""
 
 
-class ActivityTask(msgspec.Struct, frozen=True, kw_only=True):
+class ActivityTask(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     task_id: int
     run_id: str
     seq: int
@@ -162,7 +162,7 @@ class ActivityTask(msgspec.Struct, frozen=True, kw_only=True):
     lease_expires_at: float
 
 
-class NewRun(msgspec.Struct, frozen=True, kw_only=True):
+class NewRun(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A run to create: its ``WorkflowStarted`` and, for a run made from a copy of another
     history (reset, fork, recover, import, migration), the events after it — renumbered
     from 2, with status and pending timers projected from them exactly as an append would —
