@@ -20,10 +20,11 @@ owner replays it, and every activity without a recorded outcome runs again (at-l
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -138,14 +139,32 @@ class DriverEnv:
 
 @dataclass(eq=False)
 class _Batch:
-    """Events for one append, and which queued outcomes and heartbeats they consume."""
+    """Events for one append, and which queued outcomes and heartbeats they consume.
 
-    events: list[Event] = field(default_factory=list)
-    tasks: list[ActivityTaskSpec] = field(default_factory=list)
-    start_runs: list[NewRun] = field(default_factory=list)
-    linked: list[AppendRequest] = field(default_factory=list)
-    outcomes: list[tuple[int, int, AttemptOutcome]] = field(default_factory=list)
-    heartbeats: list[tuple[int, tuple[int, tuple[Any, ...]]]] = field(default_factory=list)
+    A batch is made twice per step, most often with nothing but events and one outcome in
+    it: the other parts stay shared empty tuples until something is added (``add``)."""
+
+    __slots__ = ("events", "heartbeats", "linked", "outcomes", "start_runs", "tasks")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.tasks: Sequence[ActivityTaskSpec] = ()
+        self.start_runs: Sequence[NewRun] = ()
+        self.linked: Sequence[AppendRequest] = ()
+        self.outcomes: Sequence[tuple[int, int, AttemptOutcome]] = ()
+        self.heartbeats: Sequence[tuple[int, tuple[int, tuple[Any, ...]]]] = ()
+
+    def add_task(self, task: ActivityTaskSpec) -> None:
+        self.tasks = [*self.tasks, task]
+
+    def add_start_run(self, new: NewRun) -> None:
+        self.start_runs = [*self.start_runs, new]
+
+    def add_linked(self, notices: Sequence[AppendRequest]) -> None:
+        self.linked = [*self.linked, *notices]
+
+    def add_heartbeat(self, entry: tuple[int, tuple[int, tuple[Any, ...]]]) -> None:
+        self.heartbeats = [*self.heartbeats, entry]
 
 
 class _Lost(Exception):
@@ -383,14 +402,14 @@ class RunDriver:
                 event = call.scheduled_event(stamp)
                 scheduled.add(call.seq)
                 events.append(event)
-                batch.tasks.append(remote_task(instance, event, call.attempt, now))
+                batch.add_task(remote_task(instance, event, call.attempt, now))
 
         if self.heartbeats:
             self._collect_heartbeats(stamp, batch, ensure_scheduled)
 
-        for outcome in self.outcomes:
-            seq, attempt, result = outcome
-            batch.outcomes.append(outcome)
+        if self.outcomes:
+            batch.outcomes = list(self.outcomes)
+        for seq, attempt, result in batch.outcomes:
             call = instance.activities[seq]
             if call.done or call.cancel_requested:
                 continue
@@ -452,7 +471,7 @@ class RunDriver:
                     parent_close_policy=child.parent_close_policy,
                 )
             )
-            batch.start_runs.append(
+            batch.add_start_run(
                 NewRun(
                     run_id=child_run_id,
                     started=WorkflowStarted(
@@ -495,7 +514,7 @@ class RunDriver:
                 closing = WorkflowFailed(timestamp=stamp, failure=completion.failure)
         if closing is not None:
             events.append(closing)
-            batch.linked.extend(self._closing_notices(closing, stamp, now))
+            batch.add_linked(self._closing_notices(closing, stamp, now))
         return batch
 
     def _collect_timers(self, now: float, stamp: datetime, events: list[Event]) -> None:
@@ -539,13 +558,13 @@ class RunDriver:
                 )
             except PerduraError as exc:
                 self.log.warning("heartbeat details dropped", seq=seq, error=str(exc))
-                batch.heartbeats.append((seq, entry))
+                batch.add_heartbeat((seq, entry))
                 continue
             ensure_scheduled(call)
             batch.events.append(
                 ActivityHeartbeat(timestamp=stamp, seq=seq, attempt=attempt, details=payloads)
             )
-            batch.heartbeats.append((seq, entry))
+            batch.add_heartbeat((seq, entry))
 
     def _continue_as_new(
         self, args: tuple[Payload, ...], stamp: datetime, batch: _Batch
@@ -554,7 +573,7 @@ class RunDriver:
         assert instance is not None
         started = instance.started
         new_run_id = self.env.new_run_id()
-        batch.start_runs.append(
+        batch.add_start_run(
             NewRun(
                 run_id=new_run_id,
                 started=msgspec.structs.replace(
@@ -631,8 +650,9 @@ class RunDriver:
         if error is not None:
             raise error
         # What this batch recorded is consumed; whatever arrived meanwhile stays queued.
-        used = {id(o) for o in batch.outcomes}
-        self.outcomes = [o for o in self.outcomes if id(o) not in used]
+        if batch.outcomes:
+            # Outcomes are only ever added at the end: those that arrived meanwhile follow.
+            del self.outcomes[: len(batch.outcomes)]
         for seq, entry in batch.heartbeats:
             # Only the details this batch recorded: newer ones that came in meanwhile (the
             # activity's latest checkpoint) must still be recorded.
@@ -793,6 +813,11 @@ class RunDriver:
         )
         return min(due) if due else None
 
+    def _on_heartbeat(self, seq: int, attempt: int, details: tuple[Any, ...]) -> None:
+        if self.local.get(seq) is not None:
+            self.heartbeats[seq] = (attempt, details)
+            self.wakeup.set()
+
     async def _attempt(self, call: ActivityCall, attempt: int) -> None:
         env = self.env
         instance = self.instance
@@ -818,12 +843,7 @@ class RunDriver:
                 if call.heartbeat_details
                 else (),
             )
-
-            def on_heartbeat(details: tuple[Any, ...]) -> None:
-                if self.local.get(call.seq) is not None:
-                    self.heartbeats[call.seq] = (attempt, details)
-                    self.wakeup.set()
-
+            on_heartbeat = functools.partial(self._on_heartbeat, call.seq, attempt)
             async with env.activity_slots:
                 env.fault(FaultPoint.ACTIVITY_START)
                 observed = (

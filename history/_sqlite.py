@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -1043,7 +1044,7 @@ def _create_run(conn: sqlite3.Connection, new: NewRun, now: float) -> RunInfo:
 
 
 def _append_op(request: AppendRequest) -> Callable[[sqlite3.Connection], AppendResult]:
-    return lambda conn: _append(conn, request)
+    return functools.partial(_append, req=request)
 
 
 def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
