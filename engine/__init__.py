@@ -47,9 +47,11 @@ from ._errors import WorkflowNotRegisteredError as WorkflowNotRegisteredError
 from ._errors import WorkflowTerminatedError as WorkflowTerminatedError
 from ._errors import WorkflowTimedOutError as WorkflowTimedOutError
 from ._graph_view import describe_graph_run as describe_graph_run
+from ._instance import NO_ACTIVITY_OPTIONS as NO_ACTIVITY_OPTIONS
 from ._instance import WorkflowInstance as WorkflowInstance
 from ._instance import current_instance as current_instance
 from ._instance import in_workflow as in_workflow
+from ._instance import running_instance as running_instance
 from ._listeners import ExecutionEvent as ExecutionEvent
 from ._listeners import Listener as Listener
 from ._logging import ActivityLogger as ActivityLogger
@@ -103,8 +105,10 @@ __all__ = [
     "WorkflowTimedOutError",
     "current_activity",
     "current_instance",
+    "NO_ACTIVITY_OPTIONS",
     "describe_history",
     "in_workflow",
+    "running_instance",
     "replay_history",
     "ReplayCodeError",
     "ReplayCommand",

@@ -14,6 +14,7 @@ the instance raises :class:`NondeterminismError` with both sides.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import random
 import sys
@@ -103,6 +104,22 @@ log = structlog.get_logger("perdura.workflow")
 
 DEFAULT_START_TO_CLOSE = 300.0
 """Applied when neither call, definition nor worker sets any activity timeout (seconds)."""
+
+
+def _describe_argument(activity: str, param_names: Sequence[str] | None, index: int) -> str:
+    """How an activity's argument is named in an error (only formatted for one)."""
+    if param_names is not None and index < len(param_names):
+        return f"argument {param_names[index]!r} of activity {activity!r}"
+    return f"argument {index + 1} of activity {activity!r}"
+
+
+def running_instance() -> WorkflowInstance | None:
+    """The instance whose code is running on this thread, if any (``GeneratorExit`` as in
+    :func:`current_instance`): one look-up for the SDK's per-call "in a workflow?" test."""
+    if isinstance(sys.exc_info()[1], GeneratorExit):
+        raise GeneratorExit
+    instance: WorkflowInstance | None = getattr(_state, "instance", None)
+    return instance
 
 
 def current_instance(call: str) -> WorkflowInstance:
@@ -771,14 +788,15 @@ class WorkflowInstance:
                 cached = activity.options.merged_over(self.activity_defaults)
                 self._resolved_options[id(activity)] = cached
             base = cached
-        resolved = base if options == _NO_OPTIONS else options.merged_over(base)
+        resolved = (
+            base
+            if options is NO_ACTIVITY_OPTIONS or options == NO_ACTIVITY_OPTIONS
+            else options.merged_over(base)
+        )
 
-        def describe(i: int) -> str:
-            if param_names is not None and i < len(param_names):
-                return f"argument {param_names[i]!r} of activity {name!r}"
-            return f"argument {i + 1} of activity {name!r}"
-
-        payloads = self.converter.encode_all(args, describe)
+        payloads = self.converter.encode_all(
+            args, functools.partial(_describe_argument, name, param_names)
+        )
         start_to_close = resolved.start_to_close_timeout
         if start_to_close is None and resolved.schedule_to_close_timeout is None:
             start_to_close = DEFAULT_START_TO_CLOSE
@@ -915,7 +933,8 @@ class WorkflowInstance:
         self.timer_handles.pop(seq, None)
 
 
-_NO_OPTIONS = ActivityOptions()
+NO_ACTIVITY_OPTIONS = ActivityOptions()
+"""Options of a call that sets none: the activity's own, over the worker's defaults."""
 _DEFAULT_RETRY = RetryPolicy()
 
 

@@ -10,7 +10,6 @@ unit-test.
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,14 +18,14 @@ from typing import Any, ParamSpec, TypeVar, overload
 import anyio.to_thread
 
 from engine import (
+    NO_ACTIVITY_OPTIONS,
     ActivityCancelledError,
     ActivityDefinition,
     ActivityInfo,
     ActivityLogger,
     ActivityOptions,
     current_activity,
-    current_instance,
-    in_workflow,
+    running_instance,
     signature_types,
 )
 from history import RetryPolicy
@@ -57,17 +56,16 @@ class Activity(ActivityDefinition[P, R]):
                 f"activity {self.name!r}: pass arguments positionally (they are recorded in "
                 "history in order)"
             )
-        if isinstance(sys.exc_info()[1], GeneratorExit):
-            # The code of a workflow instance a worker let go of (stopped, evicted) is being
-            # closed by the garbage collector, maybe in the middle of another run's step, and
-            # runs its `finally`: schedule nothing there, and never run the activity for real.
-            # The run itself is untouched and continues from its history elsewhere.
-            raise GeneratorExit
-        if in_workflow():
-            instance = current_instance(f"calling activity {self.name!r}")
+        # Inside a workflow, the code of an instance a worker let go of (stopped, evicted)
+        # may be closed by the garbage collector, maybe in the middle of another run's step,
+        # and run its `finally`: running_instance() raises GeneratorExit there, so nothing is
+        # scheduled and the activity never runs for real. The run itself is untouched and
+        # continues from its history elsewhere.
+        instance = running_instance()
+        if instance is not None:
             # Scheduled now, in call order; returned as a coroutine (like execute_activity)
             # so that asyncio.create_task(), which accepts nothing else, takes it too.
-            return _result_of(instance.schedule_activity(self, args, ActivityOptions()))
+            return _result_of(instance.schedule_activity(self, args, NO_ACTIVITY_OPTIONS))
         return self._run_directly(*args)
 
     async def _run_directly(self, *args: Any) -> R:
