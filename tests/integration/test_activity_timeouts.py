@@ -198,3 +198,53 @@ async def test_activity_that_keeps_heartbeating_outlives_its_heartbeat_timeout(
 
     assert result == 1
     assert not [e for e in history if isinstance(e, ActivityTimedOut)]
+
+
+async def test_concurrent_attempts_each_time_out_at_their_own_limit_and_others_finish(
+    client: Client,
+) -> None:
+    # One timer serves every attempt's limit on a loop: a short limit started after a long
+    # one must still fire first, and an attempt that ends in time is never cancelled.
+    ended: dict[str, float] = {}
+    loop_started: list[float] = []
+
+    @activity.defn
+    async def wait_for(name: str, seconds: float) -> str:
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            ended[name] = asyncio.get_running_loop().time() - loop_started[0]
+        return name
+
+    @workflow.defn
+    async def race(_: str) -> dict[str, str]:
+        limits = {"long": 1.5, "short": 0.2, "middle": 0.5, "quick": 1.5}
+        sleeps = {"long": 30.0, "short": 30.0, "middle": 30.0, "quick": 0.05}
+
+        async def one(name: str) -> str:
+            try:
+                return await workflow.execute_activity(
+                    wait_for,
+                    name,
+                    sleeps[name],
+                    start_to_close_timeout=limits[name],
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                )
+            except ActivityError as err:
+                return _timeout_outcome(err)["timeout"]
+
+        names = ["long", "short", "middle", "quick"]
+        return dict(zip(names, await asyncio.gather(*(one(n) for n in names)), strict=True))
+
+    loop_started.append(asyncio.get_running_loop().time())
+    result, _ = await _result_and_history(client, race, "go", [wait_for])
+
+    assert result == {
+        "long": "start_to_close",
+        "short": "start_to_close",
+        "middle": "start_to_close",
+        "quick": "quick",
+    }
+    assert ended["short"] < ended["middle"] < ended["long"]
+    assert 0.15 < ended["short"] < 1.0
+    assert 1.3 < ended["long"] < 5.0
