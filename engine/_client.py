@@ -80,6 +80,17 @@ from ._timetravel import (
 #: Longest wait in ``result()`` between two looks at a run that is still open.
 RESULT_RECHECK_SECONDS = 2.0
 
+_FINAL_EVENTS: frozenset[type] = frozenset(
+    {
+        WorkflowCompleted,
+        WorkflowFailed,
+        WorkflowCancelled,
+        WorkflowTimedOut,
+        WorkflowTerminated,
+    }
+)
+"""Closing events that end a chain (no successor: not continue-as-new, not reset)."""
+
 __all__ = ["Client", "PendingActivity", "WorkflowDescription", "WorkflowHandle"]
 
 
@@ -348,10 +359,17 @@ class WorkflowHandle:
                 continue
             # The store wakes us when the run closes, here or in another process; the
             # bound only limits how long a missed wake-up could delay the result.
-            await store.wait_for_run(info.run_id, RESULT_RECHECK_SECONDS)
+            closing = await store.wait_for_run(info.run_id, RESULT_RECHECK_SECONDS)
+            if type(closing) in _FINAL_EVENTS:
+                # Closed through this store object: the event is committed, and final.
+                assert closing is not None
+                return self._outcome(info, closing, result_type)
             info = await store.get_run(info.run_id)
         history = await store.read_history(info.run_id, after_event_id=info.history_length - 1)
-        last = history[-1]
+        return self._outcome(info, history[-1], result_type)
+
+    def _outcome(self, info: RunInfo, last: AnyEvent, result_type: Any) -> Any:
+        """The result a run's closing event ``last`` gives, or the error it raises."""
         if result_type is None:
             result_type = self.result_type
         if isinstance(last, WorkflowCompleted):

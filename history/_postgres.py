@@ -1488,7 +1488,8 @@ class PostgresStore:
 
     # -- wake-ups --------------------------------------------------------------------------
 
-    async def wait_for_run(self, run_id: str, max_wait: float) -> None:
+    async def wait_for_run(self, run_id: str, max_wait: float) -> AnyEvent | None:
+        """Always ``None``: waiters are woken by NOTIFY, closes in this process included."""
         self._check_open()
         await self._ensure_listener()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -1503,6 +1504,7 @@ class PostgresStore:
                 waiters.remove(future)
                 if not waiters:
                     del self._run_waiters[run_id]
+        return None
 
     async def add_work_listener(
         self, task_queue: str, callback: Callable[[], None]

@@ -219,7 +219,7 @@ class SqliteStore:
         self._flushing = False
         self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
-        self._run_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._run_waiters: dict[str, list[asyncio.Future[AnyEvent | None]]] = {}
         self._close_watcher: asyncio.Task[None] | None = None
         self._work_listeners: dict[str, list[Callable[[], None]]] = {}
         self.commits = 0
@@ -401,9 +401,10 @@ class SqliteStore:
         for request, result in zip(requests, results, strict=True):
             if result.error is not None:
                 continue
-            # Only a close is worth waking result() waiters for: they re-read the run.
-            if any(type(e) in CLOSING_EVENTS for e in result.events):
-                self._notify_run(result.run_id)
+            # Only a close is worth waking result() waiters for; they get the closing event.
+            for event in result.events:
+                if type(event) in CLOSING_EVENTS:
+                    self._notify_run(result.run_id, event)
             if _may_make_work(request):
                 self._notify_work(None)
         return results
@@ -435,15 +436,15 @@ class SqliteStore:
         for callback in callbacks:
             callback()
 
-    async def wait_for_run(self, run_id: str, max_wait: float) -> None:
+    async def wait_for_run(self, run_id: str, max_wait: float) -> AnyEvent | None:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[AnyEvent | None] = loop.create_future()
         self._run_waiters.setdefault(run_id, []).append(future)
         if self._close_watcher is None or self._close_watcher.done():
             self._close_watcher = loop.create_task(self._watch_closes())
         bound = loop.call_later(max_wait, _resolve, future)
         try:
-            await future
+            return await future
         finally:
             bound.cancel()
             waiters = self._run_waiters.get(run_id)
@@ -481,10 +482,10 @@ class SqliteStore:
             for (run_id,) in rows:
                 self._notify_run(run_id)
 
-    def _notify_run(self, run_id: str) -> None:
+    def _notify_run(self, run_id: str, closing: AnyEvent | None = None) -> None:
         for future in self._run_waiters.pop(run_id, ()):
             if not future.done():
-                future.set_result(None)
+                future.set_result(closing)
 
     async def claim_runs(
         self, task_queue: str, *, owner: str, now: float, lease_seconds: float, limit: int
@@ -902,7 +903,7 @@ _BUSY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.025, 0.025, 0.0
 """Waits between attempts to take the write lock: the schedule of SQLite's own busy handler."""
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
+def _resolve(future: asyncio.Future[AnyEvent | None]) -> None:
     if not future.done():
         future.set_result(None)
 

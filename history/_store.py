@@ -272,13 +272,14 @@ class Store(Protocol):
 
     async def pending_timers(self, run_id: str | None = None) -> list[TimerInfo]: ...
 
-    async def wait_for_run(self, run_id: str, max_wait: float) -> None:
+    async def wait_for_run(self, run_id: str, max_wait: float) -> AnyEvent | None:
         """Return soon after the run closes, or after ``max_wait`` seconds.
 
         A close made through this store object wakes waiters at once; a close made by another
         process within a fraction of a second (SQLite looks every 0.2 s while anyone waits;
         PostgreSQL is told by LISTEN/NOTIFY). A hint for waiters, not a guarantee: callers
-        re-read the run either way.
+        re-read the run unless they get the closing event, which a store may return when the
+        close was appended through it (it was committed: nothing to read back).
         """
         ...
 

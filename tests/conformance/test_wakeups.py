@@ -29,6 +29,27 @@ async def test_wait_for_run_returns_when_the_run_closes(store: Store) -> None:
     await asyncio.wait_for(waiting, 5)
 
 
+async def test_wait_for_run_gives_nothing_or_the_closing_event_as_stored(store: Store) -> None:
+    # A store may hand over the closing event of a close made through it (SQLite does;
+    # PostgreSQL's waiters are woken by NOTIFY and re-read): if it does, it is the event
+    # the history holds.
+    await new_run(store, "run-1")
+    waiting = asyncio.create_task(store.wait_for_run("run-1", 30))
+    await asyncio.sleep(0.05)
+
+    (await external_append(store, "run-1", [completed()])).unwrap()
+    closing = await asyncio.wait_for(waiting, 5)
+
+    history = await store.read_history("run-1")
+    assert closing is None or closing == history[-1]
+
+
+async def test_wait_for_run_gives_nothing_when_max_wait_passes(store: Store) -> None:
+    await new_run(store, "run-1")
+
+    assert await store.wait_for_run("run-1", 0.05) is None
+
+
 async def test_wait_for_run_returns_after_max_wait_when_nothing_happens(store: Store) -> None:
     await new_run(store, "run-1")
     started = time.monotonic()
