@@ -782,19 +782,15 @@ class RunDriver:
     def _start_due_attempts(self, now: float) -> None:
         instance = self.instance
         assert instance is not None
+        local, outcomes, runs_locally = self.local, self.outcomes, self.env.runs_locally
         for call in instance.open_activities.values():
-            if (
-                call.done
-                or call.cancel_requested
-                or call.seq in self.local
-                or not self.env.runs_locally(call)
-            ):
+            if call.done or call.seq in local or call.cancel_requested or not runs_locally(call):
                 continue
             if call.retry_at is not None and call.retry_at.timestamp() > now:
                 continue
-            if any(o[0] == call.seq for o in self.outcomes):
+            if outcomes and any(o[0] == call.seq for o in outcomes):
                 continue
-            self.local[call.seq] = asyncio.create_task(self._attempt(call, call.attempt))
+            local[call.seq] = asyncio.create_task(self._attempt(call, call.attempt))
 
     def _next_due(self) -> float | None:
         instance = self.instance

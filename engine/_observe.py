@@ -165,7 +165,7 @@ class Observer:
         """Events this worker appended to ``view``'s run, after the append committed."""
         out: list[ev.ExecutionEvent] = []
         listening = bool(self.listeners)
-        base = view.fields()
+        base: dict[str, Any] | None = None
         first_new = view.first_new_event_id
         for event in events:
             kind = type(event)
@@ -173,7 +173,9 @@ class Observer:
             if not first and (
                 kind not in _REPORTED or (kind is ActivityCompleted and not listening)
             ):
-                continue  # nothing to count or to tell about it
+                continue  # nothing to count or to tell about it (most steps)
+            if base is None:
+                base = view.fields()
             common = {**base, "timestamp": event.timestamp, "event_id": event.event_id}
             if first:
                 self.metrics.execution_started(view.workflow_type)
