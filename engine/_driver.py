@@ -167,6 +167,10 @@ class _Batch:
         self.heartbeats = [*self.heartbeats, entry]
 
 
+_NOTHING = _Batch()
+"""What ``_collect`` returns when there is nothing to record (never added to)."""
+
+
 class _Lost(Exception):
     """The run is no longer ours (lease lost, or closed by someone else): stop quietly."""
 
@@ -375,9 +379,42 @@ class RunDriver:
             finally:
                 self.waiting = False
 
+    def _nothing_to_collect(self, now: float) -> bool:
+        """True when ``_collect`` would find nothing: the common case of the loop's pass
+        after a step's append, with the next attempt not yet run (once per step)."""
+        instance = self.instance
+        assert instance is not None
+        if (
+            instance.open_timers
+            or self.outcomes
+            or self.heartbeats
+            or instance.open_markers
+            or instance.unrecorded_patches
+            or instance.open_children
+            or (instance.completion is not None and not instance.completion_recorded)
+        ):
+            return False
+        deadline = instance.deadline
+        if deadline is not None and deadline[0].timestamp() <= now:
+            return False
+        env = self.env
+        local_queue, local_types = env.task_queue, env.registry.activities
+        for call in instance.open_activities.values():
+            if call.done:
+                continue
+            if not call.recorded and not (
+                call.task_queue == local_queue and call.activity_type in local_types
+            ):
+                return False  # to be scheduled on another queue
+            if call.future is not None and call.future.cancelled():
+                return False  # to be recorded as cancelled
+        return True
+
     def _collect(self, now: float) -> _Batch:
         instance = self.instance
         assert instance is not None
+        if self._nothing_to_collect(now):
+            return _NOTHING
         stamp = to_datetime(now)
         batch = _Batch()
         events = batch.events
