@@ -228,7 +228,7 @@ class WorkerMetrics:
         self.task_queue = task_queue
         self.worker = worker
         self._gauges: list[tuple[Gauge, tuple[str, ...]]] = []
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.activity_slots_in_use = 0
 
     # -- gauges read when scraped ----------------------------------------------------------
@@ -266,8 +266,17 @@ class WorkerMetrics:
 
     # -- what the observer reports ---------------------------------------------------------
 
+    def _labelled(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(task_queue, *labels)``, looked up once per label set: a look-up
+        takes a lock and builds a key, and these are counted per run or per step."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(self.task_queue, *labels)
+        return child
+
     def execution_started(self, workflow_type: str) -> None:
-        self._c.executions_started.labels(self.task_queue, workflow_type).inc()
+        self._labelled(self._c.executions_started, workflow_type).inc()
 
     def execution_closed(
         self,
@@ -278,52 +287,40 @@ class WorkerMetrics:
         error_type: str | None = None,
         failure_class: str | None = None,
     ) -> None:
-        c, queue = self._c, self.task_queue
-        c.executions_completed.labels(queue, workflow_type, status).inc()
-        c.execution_duration.labels(queue, workflow_type, status).observe(max(duration, 0.0))
+        c = self._c
+        self._labelled(c.executions_completed, workflow_type, status).inc()
+        self._labelled(c.execution_duration, workflow_type, status).observe(max(duration, 0.0))
         if error_type is not None:
-            c.executions_failed.labels(
-                queue, workflow_type, error_type, failure_class or "unknown"
+            self._labelled(
+                c.executions_failed, workflow_type, error_type, failure_class or "unknown"
             ).inc()
 
     def activity_retry(self, activity_type: str, failure_class: str) -> None:
-        self._c.activity_retries.labels(self.task_queue, activity_type, failure_class).inc()
+        self._labelled(self._c.activity_retries, activity_type, failure_class).inc()
 
     def activity_failed(self, activity_type: str, failure_class: str) -> None:
-        self._c.activity_failures.labels(self.task_queue, activity_type, failure_class).inc()
+        self._labelled(self._c.activity_failures, activity_type, failure_class).inc()
 
     def attempt(self, activity_type: str, outcome: str, seconds: float) -> None:
-        key = ("duration", activity_type, outcome)
-        child = self._children.get(key)
-        if child is None:  # per-step path: look the labelled child up once
-            child = self._children[key] = self._c.activity_duration.labels(
-                self.task_queue, activity_type, outcome
-            )
-        child.observe(max(seconds, 0.0))
+        self._labelled(self._c.activity_duration, activity_type, outcome).observe(max(seconds, 0.0))
 
     def schedule_to_start(self, activity_type: str, seconds: float) -> None:
-        key = ("schedule_to_start", activity_type)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._c.schedule_to_start.labels(
-                self.task_queue, activity_type
-            )
-        child.observe(max(seconds, 0.0))
+        self._labelled(self._c.schedule_to_start, activity_type).observe(max(seconds, 0.0))
 
     def replayed(self, workflow_type: str, seconds: float) -> None:
-        self._c.replay_latency.labels(self.task_queue, workflow_type).observe(max(seconds, 0.0))
+        self._labelled(self._c.replay_latency, workflow_type).observe(max(seconds, 0.0))
 
     def task_failed(self, workflow_type: str) -> None:
-        self._c.task_failures.labels(self.task_queue, workflow_type).inc()
+        self._labelled(self._c.task_failures, workflow_type).inc()
 
     def cache_hit(self) -> None:
-        self._c.cache_hits.labels(self.task_queue).inc()
+        self._labelled(self._c.cache_hits).inc()
 
     def cache_miss(self) -> None:
-        self._c.cache_misses.labels(self.task_queue).inc()
+        self._labelled(self._c.cache_misses).inc()
 
     def recovered(self, workflow_type: str, failure_class: str) -> None:
-        self._c.recoveries.labels(self.task_queue, workflow_type, failure_class).inc()
+        self._labelled(self._c.recoveries, workflow_type, failure_class).inc()
 
 
 def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Any:
