@@ -81,13 +81,7 @@ from ._timetravel import (
 RESULT_RECHECK_SECONDS = 2.0
 
 _FINAL_EVENTS: frozenset[type] = frozenset(
-    {
-        WorkflowCompleted,
-        WorkflowFailed,
-        WorkflowCancelled,
-        WorkflowTimedOut,
-        WorkflowTerminated,
-    }
+    kind for kind, status in CLOSING_EVENTS.items() if not status.has_successor
 )
 """Closing events that end a chain (no successor: not continue-as-new, not reset)."""
 
@@ -149,7 +143,8 @@ class Client:
         """Workflow code this client can replay to answer queries (``workflows=``)."""
 
     def add_listener(self, listener: Any) -> None:
-        """Objects with ``notify(run_id=None)`` told when this client starts a run (workers)."""
+        """Objects with ``notify(run_id=None)`` told when this client starts a run (workers);
+        those with ``run_created(run_id, started)`` also get each new run's first event."""
         self._listeners.append(listener)
 
     def remove_listener(self, listener: Any) -> None:

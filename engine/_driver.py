@@ -141,8 +141,8 @@ class DriverEnv:
 class _Batch:
     """Events for one append, and which queued outcomes and heartbeats they consume.
 
-    A batch is made twice per step, most often with nothing but events and one outcome in
-    it: the other parts stay shared empty tuples until something is added (``add``)."""
+    A batch is made once per step, most often with nothing but events and one outcome in
+    it: the other parts stay shared empty tuples until something is added (``add_*``)."""
 
     __slots__ = ("events", "heartbeats", "linked", "outcomes", "start_runs", "tasks")
 
@@ -397,16 +397,13 @@ class RunDriver:
         deadline = instance.deadline
         if deadline is not None and deadline[0].timestamp() <= now:
             return False
-        env = self.env
-        local_queue, local_types = env.task_queue, env.registry.activities
+        runs_locally = self.env.runs_locally
         for call in instance.open_activities.values():
             if call.done:
                 continue
-            if not call.recorded and not (
-                call.task_queue == local_queue and call.activity_type in local_types
-            ):
+            if not call.recorded and not runs_locally(call):
                 return False  # to be scheduled on another queue
-            if call.future is not None and call.future.cancelled():
+            if call.cancel_requested:
                 return False  # to be recorded as cancelled
         return True
 
@@ -429,13 +426,8 @@ class RunDriver:
             self._collect_timers(now, stamp, events)
 
         env = self.env
-        local_queue, local_types = env.task_queue, env.registry.activities
         for call in instance.open_activities.values():
-            if (
-                not call.done
-                and not call.recorded
-                and not (call.task_queue == local_queue and call.activity_type in local_types)
-            ):
+            if not call.done and not call.recorded and not env.runs_locally(call):
                 event = call.scheduled_event(stamp)
                 scheduled.add(call.seq)
                 events.append(event)
@@ -455,11 +447,7 @@ class RunDriver:
                 outcome_event(call, attempt, result, env.converter, stamp, env.failure_policy)
             )
 
-        cancelled = [
-            call
-            for call in instance.open_activities.values()
-            if not call.done and call.future is not None and call.future.cancelled()
-        ]
+        cancelled = [call for call in instance.open_activities.values() if call.cancel_requested]
         for call in cancelled:
             task = self.local.pop(call.seq, None)
             if task is not None:

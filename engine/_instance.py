@@ -324,8 +324,6 @@ class WorkflowInstance:
         self.unrecorded_patches: list[str] = []
         self.deprecated_patches: set[str] = set()
         self._main: asyncio.Task[Any] | None = None
-        self._deadline_of: WorkflowStarted | None = None
-        self._deadline: tuple[datetime, str] | None = None
 
     @property
     def workflow_type(self) -> str:
@@ -897,18 +895,10 @@ class WorkflowInstance:
         self.children[seq] = self.open_children[seq] = child
         return child
 
-    @property
+    @functools.cached_property
     def deadline(self) -> tuple[datetime, str] | None:
-        """When the run times out, and which timeout that is."""
+        """When the run times out, and which timeout that is (fixed by ``started``)."""
         started = self.started
-        if self._deadline_of is started:
-            return self._deadline
-        self._deadline_of = started
-        self._deadline = self._deadline_from(started)
-        return self._deadline
-
-    @staticmethod
-    def _deadline_from(started: WorkflowStarted) -> tuple[datetime, str] | None:
         candidates: list[tuple[datetime, str]] = []
         if started.run_timeout is not None:
             candidates.append((started.timestamp + timedelta(seconds=started.run_timeout), "run"))
