@@ -16,7 +16,7 @@ import structlog
 import structlog.testing
 from obs_support import WAIT
 
-from engine import Client, Worker
+from engine import Client, Worker, WorkflowHandle
 from history import SqliteStore
 from sdk import (
     ApplicationError,
@@ -45,6 +45,28 @@ async def three_steps(order_id: str) -> list[str]:
     return [await step(f"{order_id}/{n}") for n in ("reserve", "charge", "ship")]
 
 
+async def run_three_steps(
+    db_path: Path, order_id: str, with_listeners: list[Any]
+) -> tuple[WorkflowHandle, Any]:
+    """Run ``three_steps`` for ``order_id`` to its end on a worker with these listeners:
+    its handle and result, every event delivered before this returns."""
+    async with open_client(db_path) as client:
+        async with open_worker(
+            client,
+            task_queue=QUEUE,
+            workflows=[three_steps],
+            activities=[step],
+            listeners=with_listeners,
+        ) as worker:
+            handle = await client.start_workflow(
+                three_steps, order_id, id=order_id, task_queue=QUEUE
+            )
+            async with asyncio.timeout(WAIT):
+                result = await handle.result()
+            await worker.listeners.drain()
+    return handle, result
+
+
 def _kinds(events: list[listeners.ExecutionEvent]) -> list[str]:
     return [type(e).__name__ for e in events]
 
@@ -62,18 +84,7 @@ async def test_a_run_delivers_its_events_in_order_to_sync_and_async_listeners(
         await asyncio.sleep(0)
         seen_async.append(event)
 
-    async with open_client(db_path) as client:
-        async with open_worker(
-            client,
-            task_queue=QUEUE,
-            workflows=[three_steps],
-            activities=[step],
-            listeners=[sync_listener, async_listener],
-        ) as worker:
-            handle = await client.start_workflow(three_steps, "o-1", id="o-1", task_queue=QUEUE)
-            async with asyncio.timeout(WAIT):
-                await handle.result()
-            await worker.listeners.drain()
+    handle, _ = await run_three_steps(db_path, "o-1", [sync_listener, async_listener])
 
     # ExecutionStarted comes with the first recorded step: the first activity's outcome,
     # recorded together with its scheduling (eager execution), after the attempt started.
@@ -118,18 +129,7 @@ async def test_every_event_is_in_the_history_before_its_listener_runs(db_path: P
             ).fetchone()
         durable.append(count == 1)
 
-    async with open_client(db_path) as client:
-        async with open_worker(
-            client,
-            task_queue=QUEUE,
-            workflows=[three_steps],
-            activities=[step],
-            listeners=[listener],
-        ) as worker:
-            handle = await client.start_workflow(three_steps, "o-2", id="o-2", task_queue=QUEUE)
-            async with asyncio.timeout(WAIT):
-                await handle.result()
-            await worker.listeners.drain()
+    await run_three_steps(db_path, "o-2", [listener])
 
     assert durable == [True] * 5  # started, three activities, completed
 
@@ -147,18 +147,7 @@ async def test_a_listener_that_raises_disturbs_neither_the_run_nor_other_listene
         calls["healthy"] += 1
 
     with structlog.testing.capture_logs() as logs:
-        async with open_client(db_path) as client:
-            async with open_worker(
-                client,
-                task_queue=QUEUE,
-                workflows=[three_steps],
-                activities=[step],
-                listeners=[broken, healthy],
-            ) as worker:
-                handle = await client.start_workflow(three_steps, "o-3", id="o-3", task_queue=QUEUE)
-                async with asyncio.timeout(WAIT):
-                    result = await handle.result()
-                await worker.listeners.drain()
+        _, result = await run_three_steps(db_path, "o-3", [broken, healthy])
 
     assert result == ["o-3/reserve done", "o-3/charge done", "o-3/ship done"]
     assert calls == {"broken": 8, "healthy": 8}
