@@ -344,9 +344,7 @@ class SqliteStore:
             while self._queued.ops:
                 batch, self._queued = self._queued, _Batch()
                 try:
-                    outcomes = await _on(
-                        self._writer, _run_batch, batch.ops, self._busy_timeout_ms / 1000
-                    )
+                    outcomes = await self._commit_batch(batch.ops)
                 except sqlite3.Error as exc:
                     error = _map_sqlite_error(exc, f"writing to {self.path}")
                     for future in batch.futures:
@@ -370,6 +368,23 @@ class SqliteStore:
                         future.set_exception(value)
         finally:
             self._flushing = False
+
+    async def _commit_batch(
+        self, ops: list[Callable[[sqlite3.Connection], Any]]
+    ) -> list[tuple[bool, Any]]:
+        """Apply ``ops`` in one transaction and commit it.
+
+        The statements run on the event loop's thread and only the commit (the fsync) on the
+        writer thread: a statement takes microseconds, and each one run on the writer thread
+        released and took back the GIL twice, contended by the loop's thread, which cost
+        more than the statement. When another process holds the write lock, the whole batch
+        goes to the writer thread, which waits for the lock without blocking the loop.
+        """
+        outcomes = _stage_batch(self._writer._conn, ops)
+        if outcomes is None:
+            return await _on(self._writer, _run_batch, ops, self._busy_timeout_ms / 1000)
+        await _on(self._writer, _commit)
+        return outcomes
 
     async def create_run(
         self,
@@ -939,12 +954,61 @@ def _begin(conn: sqlite3.Connection, busy_timeout: float) -> None:
         attempt += 1
 
 
+class _WriteLockBusy(Exception):
+    """Another process holds the write lock, and this thread must not wait for it."""
+
+
+def _begin_now(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE`` on the event loop's thread, which must never wait for the lock."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if _is_busy(exc):
+            raise _WriteLockBusy from None
+        raise
+
+
 def _run_batch(
     conn: sqlite3.Connection,
     ops: list[Callable[[sqlite3.Connection], Any]],
     busy_timeout: float,
 ) -> list[tuple[bool, Any]]:
-    """Apply ``ops`` in one transaction; each op's failure is confined to itself.
+    """Apply ``ops`` in one transaction and commit it, waiting up to ``busy_timeout`` seconds
+    for another process's write lock (on the writer thread)."""
+    outcomes = _apply_ops(conn, ops, functools.partial(_begin, busy_timeout=busy_timeout))
+    _commit(conn)
+    return outcomes
+
+
+def _stage_batch(
+    conn: sqlite3.Connection, ops: list[Callable[[sqlite3.Connection], Any]]
+) -> list[tuple[bool, Any]] | None:
+    """Apply ``ops`` in a transaction left open for :func:`_commit`; ``None``, with nothing
+    done, when another process holds the write lock."""
+    try:
+        return _apply_ops(conn, ops, _begin_now)
+    except _WriteLockBusy:
+        return None
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    """Commit the open transaction, if any (a batch whose only op failed has none)."""
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _apply_ops(
+    conn: sqlite3.Connection,
+    ops: list[Callable[[sqlite3.Connection], Any]],
+    begin: Callable[[sqlite3.Connection], None],
+) -> list[tuple[bool, Any]]:
+    """Begin a transaction and apply ``ops`` in it; each op's failure is confined to itself.
 
     Any ``Exception`` counts as the op's own failure (an event that cannot be encoded, say):
     it must neither undo the other callers' operations nor escape into ``_flush``, which
@@ -953,37 +1017,32 @@ def _run_batch(
     Ops almost never raise (a refused append returns its error without writing), so the
     batch first runs without savepoints; if one raises, the transaction is rolled back and
     the batch runs again with a savepoint around each op. An op is a function of what the
-    database holds, so the second run decides as the first did.
+    database holds, so the second run decides as the first did. On any other exception
+    nothing stays applied.
     """
-    _begin(conn, busy_timeout)
+    begin(conn)
     try:
-        if len(ops) == 1:
-            try:
-                outcomes: list[tuple[bool, Any]] = [(True, ops[0](conn))]
-            except Exception as exc:
-                conn.execute("ROLLBACK")
+        try:
+            return [(True, op(conn)) for op in ops]
+        except Exception as exc:
+            conn.execute("ROLLBACK")
+            if len(ops) == 1:
                 return [(False, exc)]
-        else:
+        begin(conn)
+        outcomes: list[tuple[bool, Any]] = []
+        for op in ops:
+            conn.execute("SAVEPOINT op")
             try:
-                outcomes = [(True, op(conn)) for op in ops]
-            except Exception:
-                conn.execute("ROLLBACK")
-                _begin(conn, busy_timeout)
-                outcomes = []
-                for op in ops:
-                    conn.execute("SAVEPOINT op")
-                    try:
-                        outcomes.append((True, op(conn)))
-                    except Exception as exc:
-                        conn.execute("ROLLBACK TO op")
-                        outcomes.append((False, exc))
-                    conn.execute("RELEASE op")
-        conn.execute("COMMIT")
+                outcomes.append((True, op(conn)))
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                outcomes.append((False, exc))
+            conn.execute("RELEASE op")
+        return outcomes
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return outcomes
 
 
 def _create_run(conn: sqlite3.Connection, new: NewRun, now: float) -> RunInfo:

@@ -446,6 +446,35 @@ async def test_a_write_locked_past_the_busy_timeout_raises_store_error_and_later
     assert info.history_length == 1
 
 
+async def test_writes_wait_for_another_process_s_write_lock_without_blocking_the_loop(
+    db_path: Path,
+) -> None:
+    store = await SqliteStore.open(db_path, busy_timeout=5)
+    lock = sqlite3.connect(db_path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        asyncio.get_running_loop().call_later(0.3, lock.execute, "ROLLBACK")
+        infos = await asyncio.gather(
+            *(store.create_run(f"run-{i}", started(f"wf-{i}"), now=NOW) for i in range(5))
+        )
+    finally:
+        ticker.cancel()
+        lock.close()
+        await store.close()
+
+    assert [info.run_id for info in infos] == [f"run-{i}" for i in range(5)]
+    assert ticks >= 10  # the loop ran on while the writes waited for the lock
+
+
 # -- reopening ------------------------------------------------------------------------------
 
 
