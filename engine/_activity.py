@@ -82,14 +82,32 @@ class ActivityInfo:
         return f"{self.run_id}-{self.activity_id}"
 
 
-@dataclass(eq=False)
 class ActivityContext:
-    info: ActivityInfo
-    loop: asyncio.AbstractEventLoop
-    on_heartbeat: Callable[[tuple[Any, ...]], None]
-    last_heartbeat: float = 0.0
-    abandoned: bool = False
-    """Set by the runtime when it gives up on the attempt; read by the activity's thread."""
+    """What the runtime knows of the attempt running in this context (``activity.*``)."""
+
+    __slots__ = ("_describe", "_info", "abandoned", "last_heartbeat", "loop", "on_heartbeat")
+
+    def __init__(
+        self,
+        describe: Callable[[], ActivityInfo],
+        loop: asyncio.AbstractEventLoop,
+        on_heartbeat: Callable[[tuple[Any, ...]], None],
+    ) -> None:
+        self._describe = describe
+        self._info: ActivityInfo | None = None
+        self.loop = loop
+        self.on_heartbeat = on_heartbeat
+        self.last_heartbeat = loop.time()
+        self.abandoned = False
+        """Set by the runtime when it gives up on the attempt; read by the activity's thread."""
+
+    @property
+    def info(self) -> ActivityInfo:
+        """Built on first use: most activities never ask, and an attempt is a step."""
+        info = self._info
+        if info is None:
+            info = self._info = self._describe()
+        return info
 
     def heartbeat(self, details: tuple[Any, ...]) -> None:
         if self.abandoned:
@@ -134,15 +152,16 @@ class AttemptOutcome:
 async def run_attempt(
     definition: ActivityDefinition[Any, Any],
     call: ActivityCall,
-    info: ActivityInfo,
+    describe: Callable[[], ActivityInfo],
     converter: PayloadConverter,
     on_heartbeat: Callable[[tuple[Any, ...]], None],
     now: float,
 ) -> AttemptOutcome:
-    """Run one attempt to its outcome; never raises except for cancellation of the caller."""
+    """Run one attempt to its outcome; never raises except for cancellation of the caller.
+
+    ``describe`` builds what ``activity.info()`` returns, if the activity asks."""
     loop = asyncio.get_running_loop()
-    context = ActivityContext(info=info, loop=loop, on_heartbeat=on_heartbeat)
-    context.last_heartbeat = loop.time()
+    context = ActivityContext(describe, loop, on_heartbeat)
     try:
         args = _decode_args(definition, call.args, converter)
     except Exception as exc:

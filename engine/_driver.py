@@ -170,6 +170,9 @@ class _Batch:
 _NOTHING = _Batch()
 """What ``_collect`` returns when there is nothing to record (never added to)."""
 
+_NONE, _OUTCOMES_ONLY, _ANYTHING = range(3)
+"""What ``RunDriver._to_collect`` finds."""
+
 
 class _Lost(Exception):
     """The run is no longer ours (lease lost, or closed by someone else): stop quietly."""
@@ -379,39 +382,42 @@ class RunDriver:
             finally:
                 self.waiting = False
 
-    def _nothing_to_collect(self, now: float) -> bool:
-        """True when ``_collect`` would find nothing: the common case of the loop's pass
-        after a step's append, with the next attempt not yet run (once per step)."""
+    def _to_collect(self, now: float) -> int:
+        """What ``_collect`` would find: ``_NONE`` (the common case of the loop's pass after
+        a step's append, with the next attempt not yet run), ``_OUTCOMES_ONLY`` (the common
+        case of the pass after an attempt ended) or ``_ANYTHING``. Runs twice per step."""
         instance = self.instance
         assert instance is not None
         if (
             instance.open_timers
-            or self.outcomes
             or self.heartbeats
             or instance.open_markers
             or instance.unrecorded_patches
             or instance.open_children
             or (instance.completion is not None and not instance.completion_recorded)
         ):
-            return False
+            return _ANYTHING
         deadline = instance.deadline
         if deadline is not None and deadline[0].timestamp() <= now:
-            return False
+            return _ANYTHING
         runs_locally = self.env.runs_locally
         for call in instance.open_activities.values():
             if call.done:
                 continue
             if not call.recorded and not runs_locally(call):
-                return False  # to be scheduled on another queue
+                return _ANYTHING  # to be scheduled on another queue
             if call.cancel_requested:
-                return False  # to be recorded as cancelled
-        return True
+                return _ANYTHING  # to be recorded as cancelled
+        return _OUTCOMES_ONLY if self.outcomes else _NONE
 
     def _collect(self, now: float) -> _Batch:
         instance = self.instance
         assert instance is not None
-        if self._nothing_to_collect(now):
+        pending = self._to_collect(now)
+        if pending == _NONE:
             return _NOTHING
+        if pending == _OUTCOMES_ONLY:
+            return self._collect_outcomes(now)
         stamp = to_datetime(now)
         batch = _Batch()
         events = batch.events
@@ -540,6 +546,28 @@ class RunDriver:
         if closing is not None:
             events.append(closing)
             batch.add_linked(self._closing_notices(closing, stamp, now))
+        return batch
+
+    def _collect_outcomes(self, now: float) -> _Batch:
+        """``_collect`` when the attempts' outcomes are all there is to record."""
+        instance = self.instance
+        assert instance is not None
+        env = self.env
+        stamp = to_datetime(now)
+        batch = _Batch()
+        events = batch.events
+        batch.outcomes = outcomes = list(self.outcomes)
+        scheduled: set[int] = set()
+        for seq, attempt, result in outcomes:
+            call = instance.activities[seq]
+            if call.done:
+                continue
+            if not call.recorded and seq not in scheduled:
+                scheduled.add(seq)
+                events.append(call.scheduled_event(stamp))
+            events.append(
+                outcome_event(call, attempt, result, env.converter, stamp, env.failure_policy)
+            )
         return batch
 
     def _collect_timers(self, now: float, stamp: datetime, events: list[Event]) -> None:
@@ -839,30 +867,41 @@ class RunDriver:
             self.heartbeats[seq] = (attempt, details)
             self.wakeup.set()
 
+    def _activity_info(
+        self,
+        call: ActivityCall,
+        attempt: int,
+        started: float,
+        heartbeat_details: tuple[Payload, ...],
+    ) -> ActivityInfo:
+        """``activity.info()`` of an attempt (built only if the activity asks)."""
+        instance = self.instance
+        assert instance is not None
+        decode = self.env.converter.decode
+        return ActivityInfo(
+            activity_type=call.activity_type,
+            activity_id=call.seq,
+            attempt=attempt,
+            workflow_id=instance.workflow_id,
+            workflow_type=instance.workflow_type,
+            run_id=self.run_id,
+            task_queue=call.task_queue,
+            scheduled_at=call.scheduled_at,
+            started_at=to_datetime(started),
+            heartbeat_details=tuple(
+                [decode(p, name="heartbeat detail") for p in heartbeat_details]
+            ),
+        )
+
     async def _attempt(self, call: ActivityCall, attempt: int) -> None:
         env = self.env
         instance = self.instance
         assert instance is not None
         try:
             definition = env.registry.activity(call.activity_type)
-            info = ActivityInfo(
-                activity_type=call.activity_type,
-                activity_id=call.seq,
-                attempt=attempt,
-                workflow_id=instance.workflow_id,
-                workflow_type=instance.workflow_type,
-                run_id=self.run_id,
-                task_queue=call.task_queue,
-                scheduled_at=call.scheduled_at,
-                started_at=to_datetime(env.clock.now()),
-                heartbeat_details=tuple(
-                    [
-                        env.converter.decode(p, name="heartbeat detail")
-                        for p in call.heartbeat_details
-                    ]
-                )
-                if call.heartbeat_details
-                else (),
+            now = env.clock.now()
+            describe = functools.partial(
+                self._activity_info, call, attempt, now, call.heartbeat_details
             )
             on_heartbeat = functools.partial(self._on_heartbeat, call.seq, attempt)
             async with env.activity_slots:
@@ -880,7 +919,7 @@ class RunDriver:
                 )
                 with observed as scope:
                     outcome = await run_attempt(
-                        definition, call, info, env.converter, on_heartbeat, env.clock.now()
+                        definition, call, describe, env.converter, on_heartbeat, now
                     )
                     scope.outcome, scope.failure = outcome_name(outcome, env.failure_policy)
                 env.fault(FaultPoint.ACTIVITY_COMPLETE)

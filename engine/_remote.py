@@ -167,18 +167,24 @@ class ActivityTaskRunner:
         call = _call(scheduled, task.attempt, remote.heartbeat_details)
         definition = self.registry.activity(scheduled.activity_type)
         converter = self.converter
-        info = ActivityInfo(
-            activity_type=scheduled.activity_type,
-            activity_id=scheduled.seq,
-            attempt=task.attempt,
-            workflow_id=remote.workflow_id,
-            workflow_type=remote.workflow_type,
-            run_id=task.run_id,
-            task_queue=task.task_queue,
-            scheduled_at=call.scheduled_at,
-            started_at=to_datetime(self.clock.now()),
-            heartbeat_details=tuple(converter.decode(p) for p in remote.heartbeat_details),
-        )
+        started = self.clock.now()
+
+        def describe() -> ActivityInfo:
+            return ActivityInfo(
+                activity_type=scheduled.activity_type,
+                activity_id=scheduled.seq,
+                attempt=task.attempt,
+                workflow_id=remote.workflow_id,
+                workflow_type=remote.workflow_type,
+                run_id=task.run_id,
+                task_queue=task.task_queue,
+                scheduled_at=call.scheduled_at,
+                started_at=to_datetime(started),
+                heartbeat_details=tuple(
+                    converter.decode(p, name="heartbeat detail") for p in remote.heartbeat_details
+                ),
+            )
+
         latest: list[tuple[Payload, ...]] = [remote.heartbeat_details]
         flushing: list[asyncio.Task[None]] = []
 
@@ -217,7 +223,7 @@ class ActivityTaskRunner:
             )
             with observed as scope:
                 outcome = await run_attempt(
-                    definition, call, info, converter, on_heartbeat, self.clock.now()
+                    definition, call, describe, converter, on_heartbeat, self.clock.now()
                 )
                 scope.outcome, scope.failure = outcome_name(outcome, self.failure_policy)
         for pending in flushing:
