@@ -1107,7 +1107,34 @@ def _append_op(request: AppendRequest) -> Callable[[sqlite3.Connection], AppendR
     return functools.partial(_append, req=request)
 
 
+def _owner_step(conn: sqlite3.Connection, req: AppendRequest) -> bool:
+    """The common append, checked and counted in one statement: the owner's events and
+    nothing else, to a running run it still holds, whose history is as long as it expects
+    and which no one has woken (so ``wake_at`` stays as it is). False, with nothing written,
+    for any other append: the full checks then say what is wrong, if anything."""
+    expected = req.expected_next_event_id
+    if (
+        expected is None
+        or req.fence is None
+        or req.release
+        or req.wake
+        or req.start_runs
+        or req.linked
+        or req.finish_activity_task is not None
+    ):
+        return False
+    counted: int = conn.execute(
+        "UPDATE runs SET next_event_id = ? WHERE run_id = ? AND next_event_id = ? "
+        "AND fence = ? AND status = 'running' AND owner IS NOT NULL AND wake_at IS NULL",
+        (expected + len(req.events), req.run_id, expected, req.fence),
+    ).rowcount
+    return counted == 1
+
+
 def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
+    if _owner_step(conn, req):
+        assert req.expected_next_event_id is not None
+        return _write_events(conn, req, req.expected_next_event_id, counted=True)
     row = conn.execute(
         "SELECT next_event_id, fence, status FROM runs WHERE run_id = ?", (req.run_id,)
     ).fetchone()
@@ -1164,7 +1191,14 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
                     req.run_id, f"activity task {task_id} is no longer leased by {worker!r}"
                 ),
             )
+    return _write_events(conn, req, next_id, counted=False)
 
+
+def _write_events(
+    conn: sqlite3.Connection, req: AppendRequest, next_id: int, *, counted: bool
+) -> AppendResult:
+    """The writes of an append whose checks passed; ``counted``: the run's
+    ``next_event_id`` already says how many events it will hold (``_owner_step``)."""
     events: list[AnyEvent] = []
     new_status: RunStatus | None = None
     closed_at: float | None = None
@@ -1218,6 +1252,8 @@ def _append(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult:
         )
         conn.execute("DELETE FROM timers WHERE run_id = ?", (req.run_id,))
         conn.execute("DELETE FROM activity_tasks WHERE run_id = ?", (req.run_id,))
+    elif counted:
+        pass
     elif req.release:
         conn.execute(
             "UPDATE runs SET next_event_id = ?, owner = NULL, lease_expires_at = NULL, "
