@@ -29,10 +29,11 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     make_asgi_app,
     start_http_server,
 )
+
+from ._histogram import Histogram
 
 __all__ = [
     "METRIC_NAMES",
@@ -80,7 +81,7 @@ def _create(registry: CollectorRegistry) -> _Collectors:
     def histogram(
         name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]
     ) -> Histogram:
-        return Histogram(name, doc, labels, registry=registry, buckets=buckets)
+        return Histogram(name, doc, labels, buckets, registry)
 
     def gauge(name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
         return Gauge(name, doc, labels, registry=registry)
