@@ -692,15 +692,15 @@ class RunDriver:
         )
         result = await self._store_append(request)
         error = result.error
-        if isinstance(error, AppendConflictError):
-            return await self._catch_up()
-        if isinstance(error, WorkflowAlreadyRunningError):
-            self._child_start_failed(error)
-            return True
-        if isinstance(error, LeaseLostError | RunClosedError):
-            self.log.info("run taken over or closed elsewhere", reason=str(error))
-            raise _Lost
         if error is not None:
+            if isinstance(error, AppendConflictError):
+                return await self._catch_up()
+            if isinstance(error, WorkflowAlreadyRunningError):
+                self._child_start_failed(error)
+                return True
+            if isinstance(error, LeaseLostError | RunClosedError):
+                self.log.info("run taken over or closed elsewhere", reason=str(error))
+                raise _Lost
             raise error
         # What this batch recorded is consumed; whatever arrived meanwhile stays queued.
         if batch.outcomes:
@@ -846,20 +846,22 @@ class RunDriver:
             local[call.seq] = asyncio.create_task(self._attempt(call, call.attempt))
 
     def _next_due(self) -> float | None:
+        """When the driver must act next without being woken: the earliest pending timer,
+        the run's deadline, or a local activity's retry time."""
         instance = self.instance
         assert instance is not None
         due = [t.fire_at.timestamp() for t in instance.open_timers.values() if t.pending]
         deadline = instance.deadline
         if deadline is not None:
             due.append(deadline[0].timestamp())
-        due.extend(
-            c.retry_at.timestamp()
-            for c in instance.open_activities.values()
-            if not c.done
-            and c.retry_at is not None
-            and c.seq not in self.local
-            and self.env.runs_locally(c)
-        )
+        for c in instance.open_activities.values():
+            if (
+                c.retry_at is not None
+                and not c.done
+                and c.seq not in self.local
+                and self.env.runs_locally(c)
+            ):
+                due.append(c.retry_at.timestamp())
         return min(due) if due else None
 
     def _on_heartbeat(self, seq: int, attempt: int, details: tuple[Any, ...]) -> None:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast, get_args
 
 import aiosqlite
 import msgspec
@@ -914,6 +914,15 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         raise
 
 
+_PLAIN_EVENTS: Final = frozenset(get_args(AnyEvent)) - {
+    TimerStarted,
+    TimerFired,
+    TimerCancelled,
+    ActivityCancelled,
+    *CLOSING_EVENTS,
+}
+"""Events an append stores as their own row and nothing more (no timer, task or run change)."""
+
 _BUSY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.025, 0.025, 0.05, 0.05, 0.1)
 """Waits between attempts to take the write lock: the schedule of SQLite's own busy handler."""
 
@@ -1207,7 +1216,10 @@ def _write_events(
         if event.event_id != next_id + offset:
             numbered = msgspec.structs.replace(event, event_id=next_id + offset)
         events.append(numbered)
-        closing = CLOSING_EVENTS.get(type(numbered))
+        kind = type(numbered)
+        if kind in _PLAIN_EVENTS:
+            continue  # no row but its own (nearly every event)
+        closing = CLOSING_EVENTS.get(kind)
         if closing is not None:
             new_status, closed_at = closing, _epoch(numbered.timestamp)
         elif isinstance(numbered, TimerStarted):
