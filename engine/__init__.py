@@ -51,7 +51,7 @@ from ._instance import NO_ACTIVITY_OPTIONS as NO_ACTIVITY_OPTIONS
 from ._instance import WorkflowInstance as WorkflowInstance
 from ._instance import current_instance as current_instance
 from ._instance import in_workflow as in_workflow
-from ._instance import running_instance as running_instance
+from ._instance import schedule_in_workflow as schedule_in_workflow
 from ._listeners import ExecutionEvent as ExecutionEvent
 from ._listeners import Listener as Listener
 from ._logging import ActivityLogger as ActivityLogger
@@ -108,7 +108,7 @@ __all__ = [
     "NO_ACTIVITY_OPTIONS",
     "describe_history",
     "in_workflow",
-    "running_instance",
+    "schedule_in_workflow",
     "replay_history",
     "ReplayCodeError",
     "ReplayCommand",

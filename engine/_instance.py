@@ -122,6 +122,22 @@ def running_instance() -> WorkflowInstance | None:
     return instance
 
 
+def schedule_in_workflow(
+    activity: ActivityDefinition[Any, Any], args: tuple[Any, ...], options: ActivityOptions
+) -> asyncio.Future[Any] | None:
+    """Schedule ``activity`` for the workflow code running on this thread; ``None`` when no
+    workflow code is running here (the SDK then runs the activity directly). The sandbox
+    watch is paused meanwhile: this is the runtime's own code, run once per step."""
+    paused = _sandbox.pause()
+    try:
+        instance = running_instance()
+        if instance is None:
+            return None
+        return instance.schedule_activity(activity, args, options)
+    finally:
+        _sandbox.resume(paused)
+
+
 def current_instance(call: str) -> WorkflowInstance:
     """The instance whose code is running on this thread, or ``NotInWorkflowError``."""
     if isinstance(sys.exc_info()[1], GeneratorExit):
@@ -394,21 +410,30 @@ class WorkflowInstance:
 
     def _step(self) -> None:
         _state.instance = self
+        loop = self.loop
         watch = start_watch(self.step_deadline)
         try:
-            token = _sandbox.enter(watch_c_calls=not self.is_replaying) if self.sandboxed else None
+            running = loop.activate()
             try:
                 try:
-                    self.loop.run_until_blocked()
-                    # A satisfied wait_condition resumes code that may satisfy another one.
-                    while self.conditions and self._release_conditions():
-                        self.loop.run_until_blocked()
+                    token = (
+                        _sandbox.enter(watch_c_calls=not self.is_replaying)
+                        if self.sandboxed
+                        else None
+                    )
+                    try:
+                        loop.run_ready()
+                        # A satisfied wait_condition resumes code that may satisfy another one.
+                        while self.conditions and self._release_conditions():
+                            loop.run_ready()
+                    finally:
+                        if token is not None:
+                            _sandbox.leave(token)
                 finally:
                     # Inside the handler below: an interruption lands here at the latest.
                     stop_watch(watch)
             finally:
-                if token is not None:
-                    _sandbox.leave(token)
+                loop.deactivate(running)
         except WorkflowBlockedError:
             if watch is None or watch.error is None:
                 raise

@@ -64,6 +64,17 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
 
     def run_until_blocked(self) -> None:
         """Run ready callbacks until every task waits on something only history can supply."""
+        running = self.activate()
+        try:
+            self.run_ready()
+        finally:
+            self.deactivate(running)
+
+    def activate(self) -> tuple[asyncio.AbstractEventLoop | None, bool]:
+        """Make this the thread's running loop, for :meth:`run_ready`; returns what
+        :meth:`deactivate` restores. Separate from running the callbacks so that the caller
+        can arm the sandbox around the workflow code alone (its profile function would
+        otherwise also run for each of these calls)."""
         previous = asyncio.events._get_running_loop()
         asyncio.events._set_running_loop(self)
         self._running = True
@@ -73,16 +84,23 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         collecting = gc.isenabled()
         if collecting:
             gc.disable()
-        try:
-            while self._ready:
-                handle = self._ready.popleft()
-                if not handle.cancelled():
-                    handle._run()
-        finally:
-            if collecting:
-                gc.enable()
-            self._running = False
-            asyncio.events._set_running_loop(previous)
+        return previous, collecting
+
+    def deactivate(self, running: tuple[asyncio.AbstractEventLoop | None, bool]) -> None:
+        previous, collecting = running
+        if collecting:
+            gc.enable()
+        self._running = False
+        asyncio.events._set_running_loop(previous)
+
+    def run_ready(self) -> None:
+        """Run ready callbacks (FIFO) until none is left; only between :meth:`activate` and
+        :meth:`deactivate`."""
+        ready = self._ready
+        while ready:
+            handle = ready.popleft()
+            if not handle._cancelled:  # not .cancelled(): a call the sandbox would watch
+                handle._run()
 
     def has_ready(self) -> bool:
         return bool(self._ready)

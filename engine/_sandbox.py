@@ -60,7 +60,10 @@ Limitations
       profiler's) is suspended while the thread is restricted and restored afterwards.
       C-level profilers such as ``cProfile`` cannot be re-installed through
       ``sys.setprofile`` and are switched off by the first step.
-    * Workflow code under the profiler runs slower (one Python call per function call).
+    * Workflow code under the profiler runs slower (one Python call per function call and
+      return). The runtime keeps its own code out of it where that is most of a step: the
+      worker's loop machinery around the workflow's callbacks, and an activity call, which
+      schedules with the profiler paused (:func:`pause`; the audit hook stays on).
     * Clock readings other than the wall clock (``time.monotonic``, ``time.perf_counter``)
       and ``time.localtime()``/``time.gmtime()`` without arguments are not guarded.
     * Callables captured before :func:`install` by ``from x import y`` are only caught when
@@ -203,6 +206,23 @@ def leave(token: tuple[bool, ProfileFunction | None, bool]) -> None:
     else:
         sys.setprofile(state.outer_profile)
         state.outer_profile = outer
+
+
+def pause() -> bool:
+    """Stop watching C calls until :func:`resume`, for the runtime's own code that workflow
+    code calls on the hot path (an activity call): the profile function would otherwise run
+    on each of its calls and returns, which costs more than the code itself. Returns whether
+    the watch was on. The audit hook stays; never pause around user code."""
+    if sys.getprofile() is _profile:
+        sys.setprofile(None)
+        return True
+    return False
+
+
+def resume(paused: bool) -> None:
+    """Undo :func:`pause` (``paused`` is what it returned)."""
+    if paused and _state.active:
+        sys.setprofile(_profile)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from engine import (
     ActivityLogger,
     ActivityOptions,
     current_activity,
-    running_instance,
+    schedule_in_workflow,
     signature_types,
 )
 from history import RetryPolicy
@@ -58,14 +58,14 @@ class Activity(ActivityDefinition[P, R]):
             )
         # Inside a workflow, the code of an instance a worker let go of (stopped, evicted)
         # may be closed by the garbage collector, maybe in the middle of another run's step,
-        # and run its `finally`: running_instance() raises GeneratorExit there, so nothing is
-        # scheduled and the activity never runs for real. The run itself is untouched and
-        # continues from its history elsewhere.
-        instance = running_instance()
-        if instance is not None:
+        # and run its `finally`: schedule_in_workflow() raises GeneratorExit there, so
+        # nothing is scheduled and the activity never runs for real. The run itself is
+        # untouched and continues from its history elsewhere.
+        scheduled = schedule_in_workflow(self, args, NO_ACTIVITY_OPTIONS)
+        if scheduled is not None:
             # Scheduled now, in call order; returned as a coroutine (like execute_activity)
             # so that asyncio.create_task(), which accepts nothing else, takes it too.
-            return _result_of(instance.schedule_activity(self, args, NO_ACTIVITY_OPTIONS))
+            return _result_of(scheduled)
         return self._run_directly(*args)
 
     async def _run_directly(self, *args: Any) -> R:

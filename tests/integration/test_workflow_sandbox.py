@@ -14,13 +14,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from time import time as captured_clock  # a reference taken before the sandbox is installed
 from typing import Any
 
 import pytest
 
 from engine import Client
 from history import RunStatus, WorkflowTaskFailed
-from sdk import open_worker, workflow
+from sdk import activity, open_worker, workflow
 
 QUEUE = "sandbox"
 FILES = "an activity (workflow code must not touch files)"
@@ -97,3 +98,35 @@ async def test_sandbox_violation_fails_the_workflow_task_naming_the_call_and_its
     assert description.status is RunStatus.RUNNING
     assert description.failure is None
     assert description.last_task_failure == failure
+
+
+@activity.defn
+async def ping(value: int) -> int:
+    return value
+
+
+@workflow.defn
+async def reads_a_clock_after_calling_an_activity() -> float:
+    # The runtime pauses the C-call watch while it schedules the activity (in this call).
+    pending = asyncio.ensure_future(ping(1))
+    value = captured_clock()
+    await pending
+    return value
+
+
+async def test_a_captured_clock_read_right_after_an_activity_call_is_caught(
+    client: Client, wait_for_event: Any
+) -> None:
+    async with open_worker(
+        client,
+        task_queue=QUEUE,
+        workflows=[reads_a_clock_after_calling_an_activity],
+        activities=[ping],
+    ):
+        handle = await client.start_workflow(
+            reads_a_clock_after_calling_an_activity, id="clock-after-activity", task_queue=QUEUE
+        )
+        task_failed = await wait_for_event(handle, WorkflowTaskFailed)
+
+    assert task_failed.failure.type.endswith(".SandboxViolationError")
+    assert "time.time()" in task_failed.failure.message

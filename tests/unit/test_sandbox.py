@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from engine._errors import SandboxViolationError
-from engine._sandbox import install, is_restricted, restricted, unrestricted
+from engine._sandbox import install, is_restricted, pause, restricted, resume, unrestricted
 
 NOW = "workflow.now()"
 SLEEP = "workflow.sleep() / asyncio.sleep()"
@@ -347,6 +347,36 @@ def test_previous_profile_function_is_restored_on_exit() -> None:
         sys.setprofile(None)
 
     assert restored is profile
+
+
+def test_pause_lifts_the_c_call_watch_until_resume() -> None:
+    with restricted():
+        paused = pause()
+        during = wall_clock()
+        resume(paused)
+        with pytest.raises(SandboxViolationError, match=r"time\.time\(\)"):
+            wall_clock()
+
+    assert paused
+    assert during > 0
+
+
+def test_pause_outside_restricted_leaves_the_profile_function_alone() -> None:
+    def profile(frame: types.FrameType, event: str, arg: object) -> None:
+        pass
+
+    sys.setprofile(profile)
+    try:
+        paused = pause()
+        during = sys.getprofile()
+        resume(paused)
+        after = sys.getprofile()
+    finally:
+        sys.setprofile(None)
+
+    assert not paused
+    assert during is profile
+    assert after is profile
 
 
 def test_datetime_guard_is_rearmed_after_workflow_code_swallows_a_violation() -> None:
