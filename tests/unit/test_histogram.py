@@ -107,6 +107,6 @@ def test_observations_from_several_threads_are_all_counted() -> None:
 
     labels = {"task_queue": "q", "activity_type": "charge"}
     assert registry.get_sample_value("perdura_test_seconds_count", labels) == 80_000
-    assert registry.get_sample_value(
-        "perdura_test_seconds_sum", labels
-    ) == pytest.approx(80_000 * 0.002)
+    assert registry.get_sample_value("perdura_test_seconds_sum", labels) == pytest.approx(
+        80_000 * 0.002
+    )
