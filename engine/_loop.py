@@ -19,6 +19,7 @@ import collections
 import contextvars
 import gc
 import sys
+import weakref
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -47,7 +48,11 @@ class DurableTimerHandle(asyncio.TimerHandle):
 
     def cancel(self) -> None:
         if not self.cancelled() and not self.fired:
-            self._workflow_loop.instance.cancel_timer(self.seq)
+            # Gone when the garbage collector closes the code of an instance a worker let
+            # go of: nothing to record then (the run goes on from its history elsewhere).
+            instance = self._workflow_loop.instance_if_alive()
+            if instance is not None:
+                instance.cancel_timer(self.seq)
         super().cancel()
 
 
@@ -55,10 +60,24 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     """One per workflow instance; never runs outside :meth:`run_until_blocked`."""
 
     def __init__(self, instance: WorkflowInstance) -> None:
-        self.instance = instance
+        # Weak: the instance holds its loop and every future of its code holds the loop, so
+        # a strong reference back made each finished run a reference cycle of some forty
+        # objects, left to the cyclic garbage collector (whose full collections traverse
+        # every live object of the worker). Now a closed run is freed as the worker drops it.
+        self._instance = weakref.ref(instance)
         self._ready: collections.deque[asyncio.Handle] = collections.deque()
         self._running = False
         self._exception_contexts: list[dict[str, Any]] = []
+
+    @property
+    def instance(self) -> WorkflowInstance:
+        instance = self._instance()
+        if instance is None:
+            raise RuntimeError("the workflow instance of this loop was released")
+        return instance
+
+    def instance_if_alive(self) -> WorkflowInstance | None:
+        return self._instance()
 
     # -- stepping --------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ history is replayed with ``replay_history`` and must reach the very same complet
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 from engine import Client, Registry, replay_history
@@ -206,3 +208,32 @@ async def test_workflow_now_random_and_uuid4_are_identical_on_replay(client: Cli
     assert result[0] == started_at.isoformat()
     assert result[3] == completed_at.isoformat()  # the time of the activity's result
     assert len(set(result)) == 6
+
+
+@workflow.defn
+async def three_steps_and_a_timer() -> str:
+    first = await work("a", 0)
+    await asyncio.sleep(0.01)
+    rest = await asyncio.gather(work("b", 0), work("c", 0))
+    return first + "".join(rest)
+
+
+async def test_a_closed_instance_is_freed_without_the_cyclic_garbage_collector(
+    client: Client,
+) -> None:
+    _, history = await _run_then_replay(client, three_steps_and_a_timer)
+    instance = replay_history(Registry([three_steps_and_a_timer]), history)
+    assert instance.closed
+    gone = weakref.ref(instance)
+    loop = weakref.ref(instance.loop)
+
+    gc.disable()
+    try:
+        del instance
+        freed = gone() is None and loop() is None
+    finally:
+        gc.enable()
+
+    # A worker drops a run's instance when the run closes: reference counting alone must free
+    # it, or every finished run would wait for a full collection of the worker's heap.
+    assert freed
