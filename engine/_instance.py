@@ -383,13 +383,12 @@ class WorkflowInstance:
         self._unsized.append(event)
         # Checked live only. The size in bytes costs an encoding of every event, so it is
         # measured every 64th event: the warning can wait that long.
+        long_by_count = self.last_event_id >= HISTORY_WARN_EVENTS
         if (
             not self.history_warned
+            and (long_by_count or not self.last_event_id % 64)
             and not self.is_replaying
-            and (
-                self.last_event_id >= HISTORY_WARN_EVENTS
-                or (not self.last_event_id % 64 and self.history_size >= HISTORY_WARN_BYTES)
-            )
+            and (long_by_count or self.history_size >= HISTORY_WARN_BYTES)
         ):
             self.history_warned = True
             log.warning(
