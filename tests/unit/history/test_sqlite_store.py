@@ -28,6 +28,7 @@ from history import (
     TimerStarted,
     WorkflowStarted,
 )
+from history._sqlite import _reserve_wal
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 NOW = T0.timestamp()
@@ -90,6 +91,55 @@ async def test_the_requests_of_one_append_call_share_one_transaction(store: Sqli
 
     assert store.commits == commits_before + 1
     assert [type(r.error) for r in results] == [type(None), AppendConflictError, type(None)]
+
+
+# -- the write-ahead log --------------------------------------------------------------------
+
+#: The WAL between two checkpoints: 1,000 frames of a 24-byte header and a 4 KiB page.
+FULL_WAL_BYTES = 1000 * (4096 + 24)
+
+
+async def test_opening_a_store_reserves_its_wal_at_full_size(
+    store: SqliteStore, db_path: Path
+) -> None:
+    # Commits then overwrite reserved space instead of growing the file, which costs an
+    # fdatasync a journal write of the new size.
+    assert db_path.with_name(db_path.name + "-wal").stat().st_size >= FULL_WAL_BYTES
+
+
+async def test_reserving_the_wal_leaves_the_database_as_it_was(db_path: Path) -> None:
+    first = await SqliteStore.open(db_path)
+    await new_run(first, "run-1")
+    history = await first.read_history("run-1")
+    await first.close()
+
+    reopened = await SqliteStore.open(db_path)  # reserves the WAL again (close removed it)
+    try:
+        assert await reopened.read_history("run-1") == history
+        assert [info.run_id for info in await reopened.list_runs(RunQuery())] == ["run-1"]
+        assert await reopened.integrity_check() == "ok"
+    finally:
+        await reopened.close()
+    tables = sqlite3.connect(db_path).execute("SELECT name FROM sqlite_master").fetchall()
+    assert ("perdura_wal_reserve",) not in tables
+
+
+async def test_the_wal_is_not_reserved_while_another_process_holds_the_write_lock(
+    db_path: Path,
+) -> None:
+    await (await SqliteStore.open(db_path)).close()
+    lock = sqlite3.connect(db_path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    conn = sqlite3.connect(db_path, isolation_level=None, timeout=0)
+    try:
+        _reserve_wal(conn, db_path)  # an optimisation: it gives way instead of waiting
+        reserved = db_path.with_name(db_path.name + "-wal").stat().st_size
+    finally:
+        conn.close()
+        lock.execute("ROLLBACK")
+        lock.close()
+
+    assert reserved < FULL_WAL_BYTES
 
 
 # -- online backup ----------------------------------------------------------------------------
