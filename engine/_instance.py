@@ -181,6 +181,13 @@ class ActivityCall:
         """The workflow stopped awaiting it (its future was cancelled) before it finished."""
         return not self.done and self.future is not None and self.future.cancelled()
 
+    def release_future(self) -> asyncio.Future[Any] | None:
+        """The future to resolve with the outcome, no longer kept: a finished call stays in
+        its instance for the rest of the run, its resolved future need not (one object less
+        per step for the garbage collector to traverse, and for a long run to hold)."""
+        future, self.future = self.future, None
+        return future
+
     def scheduled_event(self, timestamp: datetime) -> ActivityScheduled:
         return ActivityScheduled(
             timestamp=timestamp,
@@ -622,6 +629,7 @@ class WorkflowInstance:
                 f"the code did not cancel activity #{event.seq}",
             )
         call.done = True
+        call.release_future()
         self.open_activities.pop(call.seq, None)
 
     def _on_marker(self, event: MarkerRecorded) -> None:
@@ -715,15 +723,16 @@ class WorkflowInstance:
         call.done = True
         call.attempt = event.attempt
         self.open_activities.pop(call.seq, None)
-        if call.future is not None and not call.future.done():
+        future = call.release_future()
+        if future is not None and not future.done():
             try:
                 value = self.converter.decode(
                     event.result, call.result_type, name=f"result of {call.activity_type!r}"
                 )
             except Exception as exc:
-                call.future.set_exception(exc)
+                future.set_exception(exc)
             else:
-                call.future.set_result(value)
+                future.set_result(value)
 
     def _on_activity_failed(self, event: ActivityFailed | ActivityTimedOut) -> None:
         call = self._activity(event, event.seq)
@@ -741,8 +750,9 @@ class WorkflowInstance:
         else:
             error = ActivityError(call.activity_type, call.seq, event.attempt, None)
             error.__cause__ = ActivityTimeoutError(event.timeout_type)
-        if call.future is not None and not call.future.done():
-            call.future.set_exception(error)
+        future = call.release_future()
+        if future is not None and not future.done():
+            future.set_exception(error)
 
     def _on_heartbeat(self, event: ActivityHeartbeat) -> None:
         self._activity(event, event.seq).heartbeat_details = event.details
