@@ -20,7 +20,7 @@ import random
 import sys
 import threading
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -474,9 +474,14 @@ class WorkflowInstance:
         except Exception as exc:  # bad input: fail the run, visibly, with the reason
             self.completion = Completion(failure=failure_from_exception(exc, self.converter))
             return
-        self._main = self.loop.create_task(
-            self._run_main(definition, args), name=f"workflow {definition.name}"
-        )
+        main: Coroutine[Any, Any, Any]
+        if definition.cls is None and inspect.iscoroutinefunction(definition.run_fn):
+            # Calling an ``async def`` runs none of its code: the task can run it directly,
+            # without a wrapper whose frame is resumed (and watched by the sandbox) every step.
+            main = definition.run_fn(*args)
+        else:
+            main = self._run_main(definition, args)
+        self._main = self.loop.create_task(main, name=f"workflow {definition.name}")
         self._main.add_done_callback(self._on_main_done)
 
     async def _run_main(self, definition: WorkflowDefinition, args: list[Any]) -> Any:
