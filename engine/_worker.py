@@ -18,7 +18,7 @@ import itertools
 import os
 import random
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
@@ -394,24 +394,20 @@ class Worker:
             take_tasks = bool(self.registry.activities) and (
                 self.max_concurrent_activities > len(self.activity_runner.running)
             )
-            claimed = 0
+            # Both claims at once: each is a write, and a write waits for the commit in
+            # flight, so one after the other cost two commits per poll while runs pile up.
+            polls: list[Awaitable[int]] = []
             if take_runs:
                 self.env.fault(FaultPoint.BEFORE_CLAIM)
-                claims = await store.claim_runs(
-                    self.task_queue,
-                    owner=self.identity,
-                    now=self.clock.now(),
-                    lease_seconds=self.lease_seconds,
-                    limit=min(self.max_concurrent_runs - len(self.drivers), 100),
-                )
-                if claims:
-                    self.env.fault(FaultPoint.AFTER_CLAIM)
-                for claim in claims:
-                    self._start_driver(claim)
-                claimed = len(claims)
+                polls.append(self._claim_runs())
             if take_tasks:
                 free_slots = self.max_concurrent_activities - len(self.activity_runner.running)
-                claimed += await self.activity_runner.poll_once(min(free_slots, 100))
+                polls.append(self.activity_runner.poll_once(min(free_slots, 100)))
+            claimed = 0
+            for outcome in await asyncio.gather(*polls, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome  # both polls have ended: nothing is left running
+                claimed += outcome
             if claimed:
                 await asyncio.sleep(0)
                 continue
@@ -426,6 +422,20 @@ class Worker:
                 await self.clock.wait(self._wakeup, deadline)
             finally:
                 self._polling_idle = False
+
+    async def _claim_runs(self) -> int:
+        claims = await self.store.claim_runs(
+            self.task_queue,
+            owner=self.identity,
+            now=self.clock.now(),
+            lease_seconds=self.lease_seconds,
+            limit=min(self.max_concurrent_runs - len(self.drivers), 100),
+        )
+        if claims:
+            self.env.fault(FaultPoint.AFTER_CLAIM)
+        for claim in claims:
+            self._start_driver(claim)
+        return len(claims)
 
     def _start_driver(self, claim: Any) -> None:
         driver = RunDriver(self.env, claim)

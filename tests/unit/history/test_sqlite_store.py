@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -91,6 +92,31 @@ async def test_the_requests_of_one_append_call_share_one_transaction(store: Sqli
 
     assert store.commits == commits_before + 1
     assert [type(r.error) for r in results] == [type(None), AppendConflictError, type(None)]
+
+
+# -- point reads ------------------------------------------------------------------------------
+
+
+async def test_a_run_is_read_by_id_while_the_reader_thread_is_busy(store: SqliteStore) -> None:
+    await new_run(store, "run-1")
+    entered, release = threading.Event(), threading.Event()
+
+    def long_read(conn: sqlite3.Connection) -> None:
+        entered.set()
+        release.wait(30)
+
+    scan = asyncio.ensure_future(store._read(long_read, "a long scan"))
+    await asyncio.to_thread(entered.wait, 10)
+    try:
+        # Point reads are made on the event loop's thread: no queueing behind the scan.
+        async with asyncio.timeout(5):
+            by_id = await store.get_run("run-1")
+            by_workflow = await store.find_run("wf-run-1")
+    finally:
+        release.set()
+        await scan
+
+    assert by_id.run_id == by_workflow.run_id == "run-1"
 
 
 # -- the write-ahead log --------------------------------------------------------------------
