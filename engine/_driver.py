@@ -203,6 +203,8 @@ class RunDriver:
         self.wait_deadline: float | None = None
         self.log = log.bind(run_id=self.run_id)
         self.view: RunView | None = None
+        self.loop = asyncio.get_running_loop()
+        """The worker's loop, where this run's attempts run (a driver is made on it)."""
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -843,7 +845,7 @@ class RunDriver:
                 continue
             if outcomes and any(o[0] == call.seq for o in outcomes):
                 continue
-            local[call.seq] = asyncio.create_task(self._attempt(call, call.attempt))
+            local[call.seq] = self.loop.create_task(self._attempt(call, call.attempt))
 
     def _next_due(self) -> float | None:
         """When the driver must act next without being woken: the earliest pending timer,

@@ -33,7 +33,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from ._histogram import Histogram
+from ._histogram import Histogram, Series
 
 __all__ = [
     "METRIC_NAMES",
@@ -230,6 +230,8 @@ class WorkerMetrics:
         self.worker = worker
         self._gauges: list[tuple[Gauge, tuple[str, ...]]] = []
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._durations: dict[tuple[str, str], Series] = {}
+        self._schedule_to_start: dict[str, Series] = {}
         self.activity_slots_in_use = 0
 
     # -- gauges read when scraped ----------------------------------------------------------
@@ -303,10 +305,22 @@ class WorkerMetrics:
         self._labelled(self._c.activity_failures, activity_type, failure_class).inc()
 
     def attempt(self, activity_type: str, outcome: str, seconds: float) -> None:
-        self._labelled(self._c.activity_duration, activity_type, outcome).observe(max(seconds, 0.0))
+        # Once per step: looked up by a plain key rather than through ``_labelled``.
+        key = (activity_type, outcome)
+        series = self._durations.get(key)
+        if series is None:
+            series = self._durations[key] = self._c.activity_duration.labels(
+                self.task_queue, activity_type, outcome
+            )
+        series.observe(max(seconds, 0.0))
 
     def schedule_to_start(self, activity_type: str, seconds: float) -> None:
-        self._labelled(self._c.schedule_to_start, activity_type).observe(max(seconds, 0.0))
+        series = self._schedule_to_start.get(activity_type)
+        if series is None:
+            series = self._schedule_to_start[activity_type] = self._c.schedule_to_start.labels(
+                self.task_queue, activity_type
+            )
+        series.observe(max(seconds, 0.0))
 
     def replayed(self, workflow_type: str, seconds: float) -> None:
         self._labelled(self._c.replay_latency, workflow_type).observe(max(seconds, 0.0))
