@@ -201,10 +201,15 @@ class RunDriver:
         """True while the driver waits for a timer, a retry or an outcome (time skipping
         may advance the clock only when every driver is waiting and nothing runs)."""
         self.wait_deadline: float | None = None
-        self.log = log.bind(run_id=self.run_id)
         self.view: RunView | None = None
         self.loop = asyncio.get_running_loop()
         """The worker's loop, where this run's attempts run (a driver is made on it)."""
+
+    @functools.cached_property
+    def log(self) -> Any:
+        """This run's logger, bound on first use: binding one took as long as a step, and
+        most runs never log from the driver."""
+        return log.bind(run_id=self.run_id)
 
     # -- entry point -----------------------------------------------------------------------
 
