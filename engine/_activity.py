@@ -39,6 +39,7 @@ from history import (
 )
 
 from ._classify import DEFAULT_FAILURE_POLICY, FailureClass, FailurePolicy
+from ._clock import to_datetime
 from ._definitions import ActivityDefinition
 from ._errors import ActivityTimeoutError, ApplicationError, NotInWorkflowError
 from ._failure import failure_from_exception, qualified_name
@@ -49,6 +50,7 @@ __all__ = [
     "ActivityContext",
     "ActivityInfo",
     "AttemptOutcome",
+    "attempt_info",
     "current_activity",
     "outcome_event",
     "run_attempt",
@@ -121,6 +123,35 @@ class ActivityContext:
             self.on_heartbeat(details)
         else:
             self.loop.call_soon_threadsafe(self.on_heartbeat, details)
+
+
+def attempt_info(
+    call: ActivityCall,
+    attempt: int,
+    started: float,
+    heartbeat_details: tuple[Payload, ...],
+    *,
+    workflow_id: str,
+    workflow_type: str,
+    run_id: str,
+    converter: PayloadConverter,
+) -> ActivityInfo:
+    """``activity.info()`` of an attempt that started at ``started`` (epoch seconds), built
+    when the activity first asks (``ActivityContext.info``)."""
+    return ActivityInfo(
+        activity_type=call.activity_type,
+        activity_id=call.seq,
+        attempt=attempt,
+        workflow_id=workflow_id,
+        workflow_type=workflow_type,
+        run_id=run_id,
+        task_queue=call.task_queue,
+        scheduled_at=call.scheduled_at,
+        started_at=to_datetime(started),
+        heartbeat_details=tuple(
+            [converter.decode(p, name="heartbeat detail") for p in heartbeat_details]
+        ),
+    )
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

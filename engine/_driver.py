@@ -68,7 +68,7 @@ from history import (
     WorkflowTimedOut,
 )
 
-from ._activity import ActivityInfo, AttemptOutcome, outcome_event, run_attempt
+from ._activity import AttemptOutcome, attempt_info, outcome_event, run_attempt
 from ._classify import DEFAULT_FAILURE_POLICY, FailurePolicy
 from ._clock import Clock, to_datetime
 from ._definitions import ActivityOptions, Registry
@@ -876,32 +876,6 @@ class RunDriver:
             self.heartbeats[seq] = (attempt, details)
             self.wakeup.set()
 
-    def _activity_info(
-        self,
-        call: ActivityCall,
-        attempt: int,
-        started: float,
-        heartbeat_details: tuple[Payload, ...],
-    ) -> ActivityInfo:
-        """``activity.info()`` of an attempt (built only if the activity asks)."""
-        instance = self.instance
-        assert instance is not None
-        decode = self.env.converter.decode
-        return ActivityInfo(
-            activity_type=call.activity_type,
-            activity_id=call.seq,
-            attempt=attempt,
-            workflow_id=instance.workflow_id,
-            workflow_type=instance.workflow_type,
-            run_id=self.run_id,
-            task_queue=call.task_queue,
-            scheduled_at=call.scheduled_at,
-            started_at=to_datetime(started),
-            heartbeat_details=tuple(
-                [decode(p, name="heartbeat detail") for p in heartbeat_details]
-            ),
-        )
-
     async def _attempt(self, call: ActivityCall, attempt: int) -> None:
         env = self.env
         instance = self.instance
@@ -910,7 +884,15 @@ class RunDriver:
             definition = env.registry.activity(call.activity_type)
             now = env.clock.now()
             describe = functools.partial(
-                self._activity_info, call, attempt, now, call.heartbeat_details
+                attempt_info,
+                call,
+                attempt,
+                now,
+                call.heartbeat_details,
+                workflow_id=instance.workflow_id,
+                workflow_type=instance.workflow_type,
+                run_id=self.run_id,
+                converter=env.converter,
             )
             on_heartbeat = functools.partial(self._on_heartbeat, call.seq, attempt)
             async with env.activity_slots:

@@ -11,6 +11,7 @@ a new task, visible at the retry time, carrying the last heartbeat details.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from history import (
     Store,
 )
 
-from ._activity import ActivityInfo, outcome_event, run_attempt
+from ._activity import attempt_info, outcome_event, run_attempt
 from ._classify import DEFAULT_FAILURE_POLICY, FailurePolicy
 from ._clock import Clock, to_datetime
 from ._definitions import Registry
@@ -167,24 +168,17 @@ class ActivityTaskRunner:
         call = _call(scheduled, task.attempt, remote.heartbeat_details)
         definition = self.registry.activity(scheduled.activity_type)
         converter = self.converter
-        started = self.clock.now()
-
-        def describe() -> ActivityInfo:
-            return ActivityInfo(
-                activity_type=scheduled.activity_type,
-                activity_id=scheduled.seq,
-                attempt=task.attempt,
-                workflow_id=remote.workflow_id,
-                workflow_type=remote.workflow_type,
-                run_id=task.run_id,
-                task_queue=task.task_queue,
-                scheduled_at=call.scheduled_at,
-                started_at=to_datetime(started),
-                heartbeat_details=tuple(
-                    converter.decode(p, name="heartbeat detail") for p in remote.heartbeat_details
-                ),
-            )
-
+        describe = functools.partial(
+            attempt_info,
+            call,
+            task.attempt,
+            self.clock.now(),
+            remote.heartbeat_details,
+            workflow_id=remote.workflow_id,
+            workflow_type=remote.workflow_type,
+            run_id=task.run_id,
+            converter=converter,
+        )
         latest: list[tuple[Payload, ...]] = [remote.heartbeat_details]
         flushing: list[asyncio.Task[None]] = []
 
