@@ -130,14 +130,14 @@ def attempt_info(
     attempt: int,
     started: float,
     heartbeat_details: tuple[Payload, ...],
-    *,
     workflow_id: str,
     workflow_type: str,
     run_id: str,
     converter: PayloadConverter,
 ) -> ActivityInfo:
     """``activity.info()`` of an attempt that started at ``started`` (epoch seconds), built
-    when the activity first asks (``ActivityContext.info``)."""
+    when the activity first asks (``ActivityContext.info``). The runtime binds it with
+    positional arguments: a partial of it is made per attempt."""
     return ActivityInfo(
         activity_type=call.activity_type,
         activity_id=call.seq,

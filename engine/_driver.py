@@ -889,10 +889,10 @@ class RunDriver:
                 attempt,
                 now,
                 call.heartbeat_details,
-                workflow_id=instance.workflow_id,
-                workflow_type=instance.workflow_type,
-                run_id=self.run_id,
-                converter=env.converter,
+                instance.workflow_id,
+                instance.workflow_type,
+                self.run_id,
+                env.converter,
             )
             on_heartbeat = functools.partial(self._on_heartbeat, call.seq, attempt)
             async with env.activity_slots:

@@ -174,10 +174,10 @@ class ActivityTaskRunner:
             task.attempt,
             self.clock.now(),
             remote.heartbeat_details,
-            workflow_id=remote.workflow_id,
-            workflow_type=remote.workflow_type,
-            run_id=task.run_id,
-            converter=converter,
+            remote.workflow_id,
+            remote.workflow_type,
+            task.run_id,
+            converter,
         )
         latest: list[tuple[Payload, ...]] = [remote.heartbeat_details]
         flushing: list[asyncio.Task[None]] = []
