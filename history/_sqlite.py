@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -218,6 +219,8 @@ class SqliteStore:
         self._reader = reader
         self._point_reader = point_reader
         """Reads of one row by key, made on the event loop's thread (``_read_now``)."""
+        self._point_thread = threading.get_ident()
+        """The thread the store was opened on: the only one that uses ``_point_reader``."""
         self._queued = _Batch()
         self._flushing = False
         self._flush_task: asyncio.Task[None] | None = None
@@ -713,14 +716,15 @@ class SqliteStore:
     async def _read_now(self, fn: Callable[[sqlite3.Connection], T], where: str) -> T:
         """A read of a row or two by key, made at once on the event loop's thread.
 
-        Through the reader thread such a read cost more than itself: a thread hop each way
-        and the GIL handed back and forth with the loop's thread (500 ``result()`` calls
-        right after 500 starts held the loop up for some 40 ms). A point read in WAL mode
-        takes microseconds and never waits for a writer; should SQLite still report the
-        database busy (it can while it recovers a WAL), the read goes to the reader thread.
+        Through the reader thread such a read cost more than itself (a thread hop each way,
+        the GIL handed back and forth with the loop's thread) and queued behind any scan
+        running there. A point read in WAL mode takes microseconds and never waits for a
+        writer; should SQLite still report the database busy (it can while it recovers a
+        WAL), or the call come from another thread than the store's, the read goes to the
+        reader thread.
         """
         conn = self._point_reader
-        if conn is not None and not self._closed:
+        if conn is not None and not self._closed and threading.get_ident() == self._point_thread:
             try:
                 return fn(conn)
             except sqlite3.OperationalError as exc:
@@ -895,7 +899,8 @@ def _backup_file(source: Path, target: Path, overwrite: bool) -> Path:
 def _point_reader(path: Path) -> sqlite3.Connection:
     """The connection for ``SqliteStore._read_now``: read-only, and never waiting for a lock
     (it runs on the event loop's thread)."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+    # Used on one thread only (``SqliteStore._point_thread``), but closable from any.
+    conn = sqlite3.connect(path, isolation_level=None, timeout=0, check_same_thread=False)
     try:
         conn.execute("PRAGMA query_only = 1")
     except BaseException:

@@ -119,6 +119,16 @@ async def test_a_run_is_read_by_id_while_the_reader_thread_is_busy(store: Sqlite
     assert by_id.run_id == by_workflow.run_id == "run-1"
 
 
+async def test_a_run_read_from_another_thread_goes_through_the_reader_thread(
+    store: SqliteStore,
+) -> None:
+    await new_run(store, "run-1")
+
+    info = await asyncio.to_thread(asyncio.run, store.get_run("run-1"))
+
+    assert info.run_id == "run-1"
+
+
 # -- the write-ahead log --------------------------------------------------------------------
 
 #: The WAL between two checkpoints: 1,000 frames of a 24-byte header and a 4 KiB page.
