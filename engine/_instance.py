@@ -114,9 +114,11 @@ def _describe_argument(activity: str, param_names: Sequence[str] | None, index: 
 
 
 def running_instance() -> WorkflowInstance | None:
-    """The instance whose code is running on this thread, if any (``GeneratorExit`` as in
-    :func:`current_instance`): one look-up for the SDK's per-call "in a workflow?" test."""
+    """The instance whose code is running on this thread, if any."""
     if isinstance(sys.exc_info()[1], GeneratorExit):
+        # The garbage collector is closing the suspended code of an instance a worker let go
+        # of, running its `finally` — maybe in the middle of another instance's step: its
+        # commands must reach no instance (the run continues from its history elsewhere).
         raise GeneratorExit
     instance: WorkflowInstance | None = getattr(_state, "instance", None)
     return instance
@@ -140,12 +142,7 @@ def schedule_in_workflow(
 
 def current_instance(call: str) -> WorkflowInstance:
     """The instance whose code is running on this thread, or ``NotInWorkflowError``."""
-    if isinstance(sys.exc_info()[1], GeneratorExit):
-        # The garbage collector is closing the suspended code of an instance a worker let go
-        # of, running its `finally` — maybe in the middle of another instance's step: its
-        # commands must reach no instance (the run continues from its history elsewhere).
-        raise GeneratorExit
-    instance: WorkflowInstance | None = getattr(_state, "instance", None)
+    instance = running_instance()
     if instance is None:
         raise NotInWorkflowError(call)
     return instance

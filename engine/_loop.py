@@ -1,8 +1,8 @@
 """The deterministic event loop workflow code runs on.
 
 An ``asyncio.AbstractEventLoop`` of our own, stepped by the runtime rather than run forever:
-``run_until_blocked`` executes ready callbacks in FIFO order until none is left, which is the
-only ordering a replay can reproduce. Because it is a real asyncio loop, the ordinary asyncio
+``run_ready`` executes ready callbacks in FIFO order until none is left, which is the only
+ordering a replay can reproduce. Because it is a real asyncio loop, the ordinary asyncio
 API works inside workflows — ``gather``, ``create_task``, ``wait``, ``Event``, ``Lock`` — and
 ``call_later``/``call_at`` become *durable timers*: ``asyncio.sleep(3 * 86400)`` records a
 timer in history and survives restarts, and ``wait_for`` timeouts are durable too.
@@ -57,7 +57,8 @@ class DurableTimerHandle(asyncio.TimerHandle):
 
 
 class WorkflowEventLoop(asyncio.AbstractEventLoop):
-    """One per workflow instance; never runs outside :meth:`run_until_blocked`."""
+    """One per workflow instance; runs only in :meth:`run_ready`, between :meth:`activate`
+    and :meth:`deactivate` (``WorkflowInstance._step``)."""
 
     def __init__(self, instance: WorkflowInstance) -> None:
         # Weak: the instance holds its loop and every future of its code holds the loop, so
@@ -80,14 +81,6 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         return self._instance()
 
     # -- stepping --------------------------------------------------------------------------
-
-    def run_until_blocked(self) -> None:
-        """Run ready callbacks until every task waits on something only history can supply."""
-        running = self.activate()
-        try:
-            self.run_ready()
-        finally:
-            self.deactivate(running)
 
     def activate(self) -> tuple[asyncio.AbstractEventLoop | None, bool]:
         """Make this the thread's running loop, for :meth:`run_ready`; returns what
