@@ -174,6 +174,16 @@ _NONE, _OUTCOMES_ONLY, _ANYTHING = range(3)
 """What ``RunDriver._to_collect`` finds."""
 
 
+def _schedule_once(
+    scheduled: set[int], events: list[Event], stamp: datetime, call: ActivityCall
+) -> None:
+    """Add ``call``'s ``ActivityScheduled`` to ``events``, unless it is recorded already or
+    ``scheduled`` (the seqs this batch schedules) has it."""
+    if not call.recorded and call.seq not in scheduled:
+        scheduled.add(call.seq)
+        events.append(call.scheduled_event(stamp))
+
+
 class _Lost(Exception):
     """The run is no longer ours (lease lost, or closed by someone else): stop quietly."""
 
@@ -429,11 +439,7 @@ class RunDriver:
         batch = _Batch()
         events = batch.events
         scheduled: set[int] = set()
-
-        def ensure_scheduled(call: ActivityCall) -> None:
-            if not call.recorded and call.seq not in scheduled:
-                scheduled.add(call.seq)
-                events.append(call.scheduled_event(stamp))
+        ensure_scheduled = functools.partial(_schedule_once, scheduled, events, stamp)
 
         if instance.open_timers:
             self._collect_timers(now, stamp, events)
@@ -451,14 +457,7 @@ class RunDriver:
 
         if self.outcomes:
             batch.outcomes = list(self.outcomes)
-        for seq, attempt, result in batch.outcomes:
-            call = instance.activities[seq]
-            if call.done or call.cancel_requested:
-                continue
-            ensure_scheduled(call)
-            events.append(
-                outcome_event(call, attempt, result, env.converter, stamp, env.failure_policy)
-            )
+            self._add_outcomes(batch, stamp, ensure_scheduled)
 
         cancelled = [call for call in instance.open_activities.values() if call.cancel_requested]
         for call in cancelled:
@@ -557,25 +556,29 @@ class RunDriver:
 
     def _collect_outcomes(self, now: float) -> _Batch:
         """``_collect`` when the attempts' outcomes are all there is to record."""
+        stamp = to_datetime(now)
+        batch = _Batch()
+        batch.outcomes = list(self.outcomes)
+        self._add_outcomes(
+            batch, stamp, functools.partial(_schedule_once, set(), batch.events, stamp)
+        )
+        return batch
+
+    def _add_outcomes(
+        self, batch: _Batch, stamp: datetime, ensure_scheduled: Callable[[ActivityCall], None]
+    ) -> None:
+        """The events of ``batch.outcomes`` (each activity's scheduling first, if unrecorded)."""
         instance = self.instance
         assert instance is not None
         env = self.env
-        stamp = to_datetime(now)
-        batch = _Batch()
-        events = batch.events
-        batch.outcomes = outcomes = list(self.outcomes)
-        scheduled: set[int] = set()
-        for seq, attempt, result in outcomes:
+        for seq, attempt, result in batch.outcomes:
             call = instance.activities[seq]
-            if call.done:
+            if call.done or call.cancel_requested:
                 continue
-            if not call.recorded and seq not in scheduled:
-                scheduled.add(seq)
-                events.append(call.scheduled_event(stamp))
-            events.append(
+            ensure_scheduled(call)
+            batch.events.append(
                 outcome_event(call, attempt, result, env.converter, stamp, env.failure_policy)
             )
-        return batch
 
     def _collect_timers(self, now: float, stamp: datetime, events: list[Event]) -> None:
         instance = self.instance
