@@ -338,7 +338,10 @@ class SqliteStore:
         """
         conn: sqlite3.Connection = self._writer._conn
         try:
-            [(ok, value)] = _run_batch(conn, [op], busy_timeout=0.0)
+            staged = _stage_batch(conn, [op])
+            if staged is None:
+                return False, None
+            _commit(conn)
         except sqlite3.OperationalError as exc:
             if _is_busy(exc):
                 return False, None
@@ -346,6 +349,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise _map_sqlite_error(exc, f"writing to {self.path}") from exc
         self.commits += 1
+        [(ok, value)] = staged
         if ok:
             return True, value
         if isinstance(value, sqlite3.Error):
